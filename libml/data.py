@@ -1,0 +1,283 @@
+"""Datasets on disk: names, paths, the record format, metadata, fast reading and writing.
+
+Record format (kept from the original so other tools read our files): a `tf.train.Example` with
+  image  bytes  an encoded PNG
+  label  int64  the class index, -1 for an unlabelled image
+  source int64  optional: index of the original image in its split's unlabelled file (written by
+                make_aug_copy so the trainer can keep validation images and their copies out of
+                training); readers accept records without it.
+
+Every record file `X.tfrecord` we write has a metadata file `X.tfrecord.json` beside it:
+  {"count": N, "height": H, "width": W, "channels": C, "nclass": K or null,
+   "class_names": [...] or null, "label_counts": {"0": n0, ..., "-1": n_unlabelled}}
+so no reader scans a file to learn its facts. A file without one (written by another tool) is
+scanned once, with a warning.
+
+Names:
+  {name}                         a dataset: letters, digits, underscore (never '-' or '.')
+  {name}-{part}.tfrecord         under $ML_DATA: part = train, test, unlabeled (custom), extra (svhn)
+  {name}.{seed}@{size}           a semi-supervised split, files under $ML_DATA/SSL/
+  {name}.{seed}@{size}-{valid}   what the trainer reads: validation = the first `valid` records of
+                                 the split's unlabelled file, training unlabelled = the rest
+  {name}-{valid}                 what the supervised baselines read
+"""
+import dataclasses
+import os
+import re
+
+from absl import logging
+
+from libml.utils import UserError, atomic_output, ml_data, read_json, write_json
+
+NAME_PATTERN = r'[A-Za-z0-9_]+'
+_SSL_RE = re.compile(rf'^({NAME_PATTERN})\.(\d+)@(\d+)-(\d+)$')
+_SPLIT_RE = re.compile(rf'^({NAME_PATTERN})\.(\d+)@(\d+)$')
+_SUPERVISED_RE = re.compile(rf'^({NAME_PATTERN})-(\d+)$')
+_AUG_SUFFIX_RE = re.compile(r'_aug\d+$')
+
+
+# ----------------------------------------------------------------------------------------------
+# Names and paths.
+
+def check_name(name, flag='--name'):
+    """Rejects a dataset name that the name grammar could not parse back."""
+    if not name or not re.fullmatch(NAME_PATTERN, name):
+        raise UserError(f'{flag}={name!r}: a dataset name may hold only letters, digits and "_" '
+                        '("-" separates the validation size and "." the seed), e.g. mydataset.')
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitName:
+    """`{name}.{seed}@{size}`, optionally with `-{valid}`."""
+    name: str
+    seed: int
+    size: int
+    valid: int = 0
+
+    @property
+    def stem(self):
+        return f'{self.name}.{self.seed}@{self.size}'
+
+    def __str__(self):
+        return f'{self.stem}-{self.valid}'
+
+
+def parse_ssl_name(text, flag='--dataset'):
+    """Parses `name.seed@size-valid`, e.g. cifar10.3@250-5000."""
+    m = _SSL_RE.match(text or '')
+    if not m:
+        raise UserError(f'{flag}={text!r} is not of the form NAME.SEED@SIZE-VALID '
+                        '(e.g. cifar10.3@250-5000: seed 3, 250 labels, 5000 validation images).')
+    return SplitName(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)))
+
+
+def parse_split_name(text, flag='--aug_dataset'):
+    """Parses `name.seed@size`, e.g. cifar10.1@250."""
+    m = _SPLIT_RE.match(text or '')
+    if not m:
+        raise UserError(f'{flag}={text!r} is not of the form NAME.SEED@SIZE (e.g. cifar10.1@250).')
+    return SplitName(m.group(1), int(m.group(2)), int(m.group(3)))
+
+
+def parse_supervised_name(text, flag='--dataset'):
+    """Parses `name-valid` for the supervised baselines; returns (name, valid)."""
+    m = _SUPERVISED_RE.match(text or '')
+    if not m:
+        raise UserError(f'{flag}={text!r} is not of the form NAME-VALID (e.g. mydataset-50: 50 '
+                        'validation images); NAME may not contain "-" or ".".')
+    return m.group(1), int(m.group(2))
+
+
+def base_name(name):
+    """The dataset a derived name comes from: cifar10_aug50 -> cifar10."""
+    return _AUG_SUFFIX_RE.sub('', name)
+
+
+def record_path(name, part, root=None):
+    """$ML_DATA/{name}-{part}.tfrecord (part: train, test, unlabeled, extra)."""
+    return os.path.join(root or ml_data(), f'{name}-{part}.tfrecord')
+
+
+def split_path(stem, part, root=None):
+    """$ML_DATA/SSL/{stem}-{part}.tfrecord (part: label, unlabel)."""
+    return os.path.join(root or ml_data(), 'SSL', f'{stem}-{part}.tfrecord')
+
+
+def split_map_path(stem, root=None):
+    """$ML_DATA/SSL/{stem}-map.json: the record ids of each part of a split."""
+    return os.path.join(root or ml_data(), 'SSL', f'{stem}-map.json')
+
+
+def class_mapping_path(name, root=None):
+    """$ML_DATA/{name}_class_mappings.json: {"0": "airplane", ...}."""
+    return os.path.join(root or ml_data(), f'{name}_class_mappings.json')
+
+
+def meta_path(path):
+    return path + '.json'
+
+
+def find_test_file(name, root=None):
+    """The test records of dataset `name`: its own, else those of the dataset it derives from."""
+    for candidate in (name, base_name(name)):
+        path = record_path(candidate, 'test', root)
+        if os.path.exists(path):
+            return path
+    raise UserError(f'no test file for dataset {name}: expected {record_path(name, "test", root)}; '
+                    'create it with scripts/create_datasets.py.')
+
+
+def read_class_names(name, root=None):
+    """Class names of dataset `name` from its class mapping (or its base's), else None."""
+    for candidate in (name, base_name(name)):
+        path = class_mapping_path(candidate, root)
+        if os.path.exists(path):
+            return class_names_from_mapping(read_json(path, 'class mapping'), path)
+    return None
+
+
+def class_names_from_mapping(mapping, path):
+    """{"0": "cat", "1": "dog"} -> ["cat", "dog"]; keys must be 0..K-1."""
+    try:
+        keys = sorted(int(k) for k in mapping)
+    except (TypeError, ValueError, AttributeError):
+        raise UserError(f'class mapping {path} must map class indices to names, '
+                        'e.g. {"0": "cat", "1": "dog"}.') from None
+    if keys != list(range(len(keys))):
+        raise UserError(f'class mapping {path} must have the keys 0..{len(keys) - 1} exactly.')
+    return [str(mapping[str(k)] if str(k) in mapping else mapping[k]) for k in keys]
+
+
+def write_class_mapping(name, class_names, root=None):
+    path = class_mapping_path(name, root)
+    write_json(path, {str(i): c for i, c in enumerate(class_names)})
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# The record format.
+
+def _tf():
+    import tensorflow as tf  # imported lazily: scripts check their flags before paying for it
+    return tf
+
+
+def record_features():
+    tf = _tf()
+    return {'image': tf.io.FixedLenFeature([], tf.string),
+            'label': tf.io.FixedLenFeature([], tf.int64),
+            'source': tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+
+
+def make_example(png, label, source=None):
+    """Serialized tf.train.Example of one record."""
+    tf = _tf()
+    feature = {'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+               'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))}
+    if source is not None:
+        feature['source'] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(source)]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def parse_records(serialized):
+    """Parses a batch [N] of serialized records -> {'image': [N] png, 'label': [N], 'source': [N]}."""
+    return _tf().io.parse_example(serialized, record_features())
+
+
+def encode_png(images):
+    """Encodes uint8 images [N, H, W, C] to a list of PNG bytes, in parallel, order kept."""
+    tf = _tf()
+    ds = tf.data.Dataset.from_tensor_slices(images).map(
+        tf.io.encode_png, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return list(ds.as_numpy_iterator())
+
+
+class RecordWriter:
+    """Writes a record file and its metadata, atomically (both appear complete, or not at all).
+
+    with RecordWriter(path, shape=(h, w, c), nclass=10, class_names=names) as w:
+        w.write(png, label)                # or w.write_serialized(example_bytes, label)
+    """
+
+    def __init__(self, path, shape, nclass=None, class_names=None, overwrite=True):
+        self.path = os.path.abspath(path)
+        self.shape = tuple(int(x) for x in shape)
+        self.nclass = nclass if nclass is not None else (len(class_names) if class_names else None)
+        self.class_names = list(class_names) if class_names else None
+        self.overwrite = overwrite
+        self.count = 0
+        self.label_counts = {}
+        self._atomic = None
+        self._writer = None
+
+    def __enter__(self):
+        self._atomic = atomic_output(self.path, overwrite=self.overwrite)
+        tmp = self._atomic.__enter__()
+        self._writer = _tf().io.TFRecordWriter(tmp)
+        return self
+
+    def write(self, png, label, source=None):
+        self.write_serialized(make_example(png, label, source), label)
+
+    def write_serialized(self, example, label):
+        self._writer.write(example)
+        self.count += 1
+        label = int(label)
+        self.label_counts[label] = self.label_counts.get(label, 0) + 1
+
+    def __exit__(self, exc_type, exc, tb):
+        self._writer.close()
+        if exc_type is None:
+            write_json(meta_path(self.path), self.meta())
+        return self._atomic.__exit__(exc_type, exc, tb)
+
+    def meta(self):
+        return {'count': self.count, 'height': self.shape[0], 'width': self.shape[1],
+                'channels': self.shape[2], 'nclass': self.nclass, 'class_names': self.class_names,
+                'label_counts': {str(k): v for k, v in sorted(self.label_counts.items())}}
+
+
+def require_file(path, hint):
+    """A UserError naming a missing record file and the command that creates it."""
+    if not os.path.exists(path):
+        raise UserError(f'{path} does not exist; {hint}')
+    return path
+
+
+def read_meta(path, hint='create it with scripts/create_datasets.py or scripts/create_split.py.'):
+    """Facts of a record file (see the module doc); scans a file that has no metadata file."""
+    require_file(path, hint)
+    mpath = meta_path(path)
+    if os.path.exists(mpath):
+        return read_json(mpath, 'metadata file')
+    logging.warning('%s has no metadata file %s: scanning it once.', path, mpath)
+    counts, count, shape = {}, 0, None
+    for batch in read_records(path):
+        if shape is None and len(batch['image']):
+            shape = tuple(_tf().io.decode_image(batch['image'][0]).shape)
+        for label in batch['label']:
+            counts[int(label)] = counts.get(int(label), 0) + 1
+        count += len(batch['label'])
+    if shape is None:
+        raise UserError(f'{path} holds no records.')
+    labelled = [k for k in counts if k >= 0]
+    return {'count': count, 'height': shape[0], 'width': shape[1], 'channels': shape[2],
+            'nclass': max(labelled) + 1 if labelled else None, 'class_names': None,
+            'label_counts': {str(k): v for k, v in sorted(counts.items())}}
+
+
+def read_records(path, batch_size=1024):
+    """Yields batches of a record file as numpy: {'raw', 'image', 'label', 'source'}.
+
+    'raw' is the serialized record (to copy it without re-encoding), 'image' its PNG bytes.
+    """
+    tf = _tf()
+    ds = tf.data.TFRecordDataset(path, buffer_size=8 << 20).batch(batch_size)
+    ds = ds.map(lambda raw: dict(parse_records(raw), raw=raw),
+                num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    try:
+        yield from ds.as_numpy_iterator()
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        raise UserError(f'{path} is not a valid record file ({e.message.splitlines()[0]}); '
+                        'create it again.') from None
