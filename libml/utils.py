@@ -22,6 +22,8 @@ def run(main):
     prog = os.path.basename(sys.argv[0])
 
     def wrapped(argv):
+        if not any(a.startswith(('--verbosity', '-v=', '--v=')) or a == '-v' for a in sys.argv):
+            logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress bars
         try:
             return main(argv)
         except UserError as e:

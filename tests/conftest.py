@@ -38,3 +38,39 @@ def assert_user_error(result, *words):
     for word in words:
         assert word in result.stderr, f'{word!r} not in:\n{result.stderr}'
     return result
+
+
+def make_images(n, shape, nclass, seed=0):
+    """`n` uint8 images whose class (i % nclass) is visible: a bright band at a class-dependent row."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    h, w, c = shape
+    images = rng.integers(0, 60, size=(n, h, w, c), dtype=np.uint8)
+    labels = np.arange(n) % nclass
+    for i, label in enumerate(labels):
+        row = (label * h) // nclass
+        images[i, row:row + max(1, h // nclass)] = 230
+    return images, labels
+
+
+def write_records(path, images, labels, nclass, class_names=None, sources=None):
+    from libml import data
+    with data.RecordWriter(path, images.shape[1:], nclass=nclass, class_names=class_names) as w:
+        for i, png in enumerate(data.encode_png(images)):
+            w.write(png, labels[i], None if sources is None else sources[i])
+    return path
+
+
+def make_ssl_dataset(root, name='toy', seed=1, shape=(8, 8, 1), nclass=3, n_label=12,
+                     n_unlabel=30, n_test=15, class_names=None):
+    """Writes {name}.{seed}@{n_label} split files and {name}-test under `root` (an $ML_DATA)."""
+    import os
+    os.makedirs(os.path.join(root, 'SSL'), exist_ok=True)
+    stem = os.path.join(str(root), 'SSL', f'{name}.{seed}@{n_label}')
+    x, y = make_images(n_label, shape, nclass, seed=1)
+    write_records(stem + '-label.tfrecord', x, y, nclass, class_names)
+    x, y = make_images(n_unlabel, shape, nclass, seed=2)
+    write_records(stem + '-unlabel.tfrecord', x, y, nclass, class_names)
+    x, y = make_images(n_test, shape, nclass, seed=3)
+    write_records(os.path.join(str(root), f'{name}-test.tfrecord'), x, y, nclass, class_names)
+    return f'{name}.{seed}@{n_label}'

@@ -1,0 +1,488 @@
+"""The one trainer every algorithm uses.
+
+An algorithm (realmix.py, the baselines) gives:
+  name            run folder prefix, e.g. 'RealMix'
+  nu              unlabelled views per example in a batch (0: supervised)
+  args            dict of its hyper-parameters (they name the run folder)
+  draw(seed, b)   optional: the random draws of one step for a batch of b (made in the input
+                  pipeline, outside compiled code)
+  loss(model, batch, images) -> (loss, {summary tag: scalar})   one replica's batch
+The trainer owns everything else: the distribution strategy, the model and its EMA copy, Adam,
+weight decay, the image clock, checkpoints, TensorBoard, evaluation, and the console.
+
+Order of one update (DESIGN.md): Adam step on the loss; decoupled decay of conv/dense kernels,
+w <- w * (1 - wd*lr); EMA of trainable weights, batch-norm statistics copied.
+"""
+import dataclasses
+import glob
+import json
+import math
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import flags, logging
+from tqdm import tqdm
+
+from libml import data, models, pipeline
+from libml.utils import UserError, atomic_output, read_json, write_json
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string('train_dir', './experiments', 'Folder of the training runs.')
+flags.DEFINE_string('dataset', None, 'Dataset NAME.SEED@SIZE-VALID (RealMix) or NAME-VALID '
+                    '(baselines), e.g. cifar10.3@250-5000; its files must exist under $ML_DATA.')
+flags.DEFINE_integer('batch', 64, 'Batch size (labelled examples per step).')
+flags.DEFINE_float('lr', 0.002, 'Learning rate (Adam).')
+flags.DEFINE_float('wd', 0.02, 'Decoupled weight decay of conv/dense kernels, applied as '
+                   'w *= 1 - wd*lr after each step.')
+flags.DEFINE_float('ema', 0.999, 'Exponential moving average decay of the evaluated weights.')
+flags.DEFINE_integer('train_kimg', 1 << 16, 'Training duration in kibi-images (1024 images).')
+flags.DEFINE_integer('report_kimg', 64, 'Evaluate and report every this many kibi-images.')
+flags.DEFINE_integer('save_kimg', 64, 'Save a checkpoint every this many kibi-images.')
+flags.DEFINE_integer('keep_ckpt', 50, 'Number of checkpoints to keep.')
+flags.DEFINE_integer('epochs', 1024, 'Training stops after min(train_kimg, epochs*report_kimg) kimg.')
+flags.DEFINE_string('augment', 'cifar10', 'Online augmentation: cifar10, svhn, stl10, color, '
+                    'cutout or none (digits: svhn, they are not mirror-symmetric).')
+flags.DEFINE_string('arch', 'resnet', 'Model architecture (resnet: the Wide-ResNet of MixMatch).')
+flags.DEFINE_integer('filters', 32, 'Filter count of the first stage (doubles every stage).')
+flags.DEFINE_integer('repeat', 4, 'Residual blocks per stage.')
+flags.DEFINE_integer('scales', 0, 'Stages; 0 = ilog2(image size) - 2.')
+flags.DEFINE_integer('nclass', 0, 'Class count; read from the data (a disagreeing value is an error).')
+flags.DEFINE_integer('img_size', 0, 'Image size; read from the data (a disagreeing value is an error).')
+flags.DEFINE_string('class_mapping', None, 'JSON {"0": "cat", ...} naming the classes for per-class '
+                    'accuracy: a path or a file name in $ML_DATA. Default: the mapping written by '
+                    'create_datasets.py.')
+flags.DEFINE_bool('custom_dataset', False, 'Accepted for compatibility; no longer needed '
+                  '(any dataset whose files exist works).')
+flags.DEFINE_integer('label_size', 0, 'Accepted for compatibility; no longer needed.')
+flags.DEFINE_integer('valid_size', 0, 'Accepted for compatibility; no longer needed (the '
+                     'validation size is the -VALID part of --dataset).')
+flags.DEFINE_integer('seed', 0, 'Seed of initialization, data order, augmentation and MixUp.')
+flags.DEFINE_bool('deterministic', False, 'Deterministic ops: an interrupted and resumed run ends '
+                  'with the same weights as an uninterrupted one (slower on GPUs).')
+flags.DEFINE_enum('strategy', 'default', ['default', 'mirrored', 'multiworker'],
+                  'tf.distribute strategy: default (one device), mirrored (all local GPUs), '
+                  'multiworker (TF_CONFIG).')
+flags.DEFINE_bool('sync_batch_norm', True, 'With several replicas, compute batch-norm '
+                  'statistics over the global batch.')
+flags.DEFINE_bool('jit_compile', False, 'Compile the training step with XLA (measure first: it '
+                  'was slower for small images on CPUs).')
+flags.DEFINE_integer('eval_batch', 256, 'Batch size of evaluation and inference.')
+flags.DEFINE_bool('perform_inference', False, 'Predict --inference_dir with --inference_ckpt '
+                  'instead of training.')
+flags.DEFINE_string('inference_dir', None, 'Folder of images to predict (flat, or one sub-folder '
+                    'per class to also get the accuracy).')
+flags.DEFINE_string('inference_ckpt', None, 'Checkpoint RUN/tf/model.ckpt-NNNNNNNN, or a run folder '
+                    '(its newest checkpoint).')
+flags.DEFINE_string('inference_out', '.', 'Folder for {dataset}_pred.npy and {dataset}_pred.csv.')
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged; the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration.
+
+@dataclasses.dataclass
+class Config:
+    train_dir: str = './experiments'
+    batch: int = 64
+    lr: float = 0.002
+    wd: float = 0.02
+    ema: float = 0.999
+    train_kimg: int = 1 << 16
+    report_kimg: int = 64
+    save_kimg: int = 64
+    keep_ckpt: int = 50
+    epochs: int = 1024
+    augment: str = 'cifar10'
+    arch: str = 'resnet'
+    filters: int = 32
+    repeat: int = 4
+    scales: int = 0
+    seed: int = 0
+    deterministic: bool = False
+    strategy: str = 'default'
+    sync_batch_norm: bool = True
+    jit_compile: bool = False
+    eval_batch: int = 256
+
+    @classmethod
+    def from_flags(cls, flag_values):
+        return cls(**{f.name: getattr(flag_values, f.name) for f in dataclasses.fields(cls)})
+
+    def check(self):
+        for name in ('batch', 'train_kimg', 'report_kimg', 'save_kimg', 'keep_ckpt', 'epochs',
+                     'filters', 'repeat', 'eval_batch'):
+            if getattr(self, name) < 1:
+                raise UserError(f'--{name}={getattr(self, name)} must be at least 1.')
+        if self.lr <= 0 or self.wd < 0 or not 0 <= self.ema < 1:
+            raise UserError('--lr must be > 0, --wd >= 0 and --ema in [0, 1).')
+
+    @property
+    def total_images(self):
+        return min(self.train_kimg, self.epochs * self.report_kimg) << 10
+
+
+def load_dataset(dataset_name, nclass=0, img_size=0, class_mapping=None, supervised=None):
+    """The dataset of --dataset; `supervised` = (train_record, test_record) for the baselines."""
+    if not dataset_name:
+        raise UserError('--dataset is required, e.g. --dataset=cifar10.3@250-5000.')
+    class_names = read_class_mapping(class_mapping) if class_mapping else None
+    if supervised is not None:
+        return pipeline.supervised_dataset(dataset_name, *supervised, nclass=nclass,
+                                           img_size=img_size, class_names=class_names)
+    return pipeline.ssl_dataset(dataset_name, nclass=nclass, img_size=img_size,
+                                class_names=class_names)
+
+
+def read_class_mapping(path):
+    """--class_mapping: a path, or a bare file name found in $ML_DATA."""
+    if not os.path.exists(path) and os.path.exists(os.path.join(data.ml_data(), path)):
+        path = os.path.join(data.ml_data(), path)
+    if not os.path.exists(path):
+        raise UserError(f'--class_mapping={path}: no such file (looked here and in $ML_DATA).')
+    return data.class_names_from_mapping(read_json(path, 'class mapping'), path)
+
+
+def run_name(algorithm_name, args):
+    """RealMix_archresnet_batch64_...: sorted key+value, so the same command finds the same run."""
+    return '_'.join([algorithm_name] + [f'{k}{v}' for k, v in sorted(args.items())])
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizer and checkpoints.
+
+class Adam(tf.Module):
+    """Adam (epsilon 1e-8) whose state is created up front, in the order of `variables`."""
+
+    def __init__(self, variables, lr, beta1=0.9, beta2=0.999, epsilon=1e-8):
+        super().__init__(name='adam')
+        self.lr, self.beta1, self.beta2, self.epsilon = lr, beta1, beta2, epsilon
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='updates')
+        self.m = [tf.Variable(tf.zeros_like(v), trainable=False, name='m') for v in variables]
+        self.v = [tf.Variable(tf.zeros_like(v), trainable=False, name='v') for v in variables]
+
+    def apply(self, grads, variables):
+        self.updates.assign_add(1)
+        t = tf.cast(self.updates, tf.float32)
+        lr = self.lr * tf.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+        for g, var, m, v in zip(grads, variables, self.m, self.v):
+            m.assign(self.beta1 * m + (1 - self.beta1) * g)
+            v.assign(self.beta2 * v + (1 - self.beta2) * tf.square(g))
+            var.assign_sub(lr * m / (tf.sqrt(v) + self.epsilon))
+
+
+class Checkpoints:
+    """tf/model.ckpt-%08d (images seen), the newest `keep` kept, TF's `checkpoint` file updated.
+
+    A checkpoint is listed only after it is completely written, so a run killed while saving
+    resumes from the previous one.
+    """
+
+    def __init__(self, folder, checkpoint, keep):
+        self.folder, self.checkpoint, self.keep = folder, checkpoint, keep
+        os.makedirs(folder, exist_ok=True)
+
+    def all(self):
+        """Prefixes of the kept checkpoints, oldest first."""
+        state = tf.train.get_checkpoint_state(self.folder)
+        paths = list(state.all_model_checkpoint_paths) if state else []
+        return [p if os.path.isabs(p) else os.path.join(self.folder, p) for p in paths]
+
+    def latest(self):
+        return tf.train.latest_checkpoint(self.folder)
+
+    def save(self, images):
+        prefix = os.path.join(self.folder, f'model.ckpt-{images:08d}')
+        self.checkpoint.write(prefix)
+        paths = [p for p in self.all() if p != prefix] + [prefix]
+        old, paths = paths[:-self.keep], paths[-self.keep:]
+        self._write_state(paths)
+        for path in old:
+            for f in glob.glob(path + '.*'):
+                os.remove(f)
+        return prefix
+
+    def _write_state(self, paths):
+        # TensorFlow's `checkpoint` file (text proto), with names relative to the folder so a run
+        # folder can be moved; written atomically, after the checkpoint itself is complete.
+        names = [os.path.basename(p) for p in paths]
+        lines = [f'model_checkpoint_path: "{names[-1]}"']
+        lines += [f'all_model_checkpoint_paths: "{n}"' for n in names]
+        with atomic_output(os.path.join(self.folder, 'checkpoint')) as tmp:
+            with open(tmp, 'w') as f:
+                f.write('\n'.join(lines) + '\n')
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation.
+
+def predict(model, images, batch):
+    """Softmax probabilities [N, K] of uint8 images [N, H, W, C], in batches."""
+    out = [model.predict_probs(tf.constant(images[i:i + batch]))
+           for i in range(0, len(images), batch)]
+    return np.concatenate([o.numpy() for o in out]) if out else np.zeros((0, 0), np.float32)
+
+
+def classification_metrics(probs, labels, nclass, class_names=None, prefix=''):
+    """Accuracy (percent), per-class accuracy and macro/weighted precision, recall and F1."""
+    pred = probs.argmax(1)
+    confusion = np.zeros((nclass, nclass), np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    support = confusion.sum(1)
+    predicted = confusion.sum(0)
+    tp = np.diag(confusion).astype(np.float64)
+    precision = np.divide(tp, predicted, out=np.zeros(nclass), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(nclass), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(nclass),
+                   where=precision + recall > 0)
+    present = support > 0
+    weights = support / max(support.sum(), 1)
+    metrics = {}
+    for name, values in (('precision', precision), ('recall', recall), ('f1_score', f1)):
+        metrics[f'{name}/macro'] = float(values[present].mean()) if present.any() else 0.0
+        metrics[f'{name}/weighted'] = float((values * weights).sum())
+    if class_names:
+        for c, name in enumerate(class_names):
+            if support[c]:
+                metrics[f'{prefix}/{name}'] = 100 * recall[c]
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer.
+
+def make_strategy(name):
+    if name == 'mirrored':
+        return tf.distribute.MirroredStrategy()
+    if name == 'multiworker':
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _first_replica_variables(next_creator, **kwargs):
+    # Every replica computes the same update (gradients are all-reduced first), so a variable
+    # assigned inside the replica function may take the first replica's value.
+    kwargs['aggregation'] = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    return next_creator(**kwargs)
+
+
+class Trainer:
+    """Trains `algorithm` on `dataset` with `config` in run folder `run_dir`."""
+
+    def __init__(self, algorithm, dataset, config, strategy=None):
+        config.check()
+        self.algorithm, self.dataset, self.config = algorithm, dataset, config
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        self.strategy = strategy or make_strategy(config.strategy)
+        self.scales = config.scales or models.default_scales(min(dataset.height, dataset.width))
+        self.args = dict(algorithm.args, arch=config.arch, batch=config.batch, filters=config.filters,
+                         lr=config.lr, nclass=dataset.nclass, repeat=config.repeat,
+                         scales=self.scales, wd=config.wd, ema=config.ema, augment=config.augment)
+        if config.seed:
+            self.args['seed'] = config.seed
+        self.run_dir = os.path.join(config.train_dir, dataset.name,
+                                    run_name(algorithm.name, self.args))
+        self._build()
+
+    # -- construction --------------------------------------------------------------------------
+    def _build(self):
+        cfg, ds = self.config, self.dataset
+        sync = cfg.sync_batch_norm and self.strategy.num_replicas_in_sync > 1
+        with self.strategy.scope(), tf.variable_creator_scope(_first_replica_variables):
+            make = lambda: models.build_model(cfg.arch, ds.nclass, ds.channels, cfg.filters,
+                                              cfg.repeat, self.scales, seed=cfg.seed,
+                                              sync_batch_norm=sync)
+            self.model = make()
+            self.ema_model = make()
+            self.optimizer = Adam(self.model.trainable_variables, cfg.lr)
+            self.images = tf.Variable(0, dtype=tf.int64, trainable=False, name='images')
+        self.checkpoint = tf.train.Checkpoint(model=self.model, ema_model=self.ema_model,
+                                              optimizer=self.optimizer, images=self.images)
+        self.checkpoints = Checkpoints(os.path.join(self.run_dir, 'tf'), self.checkpoint,
+                                       cfg.keep_ckpt)
+        self._train_step = self._make_train_step()
+        for m in (self.model, self.ema_model):
+            m.predict_probs = tf.function(
+                lambda x, m=m: tf.nn.softmax(m(tf.cast(x, tf.float32), training=False)),
+                input_signature=[tf.TensorSpec([None, *ds.shape], tf.uint8)])
+
+    def _make_train_step(self):
+        cfg, algorithm, strategy = self.config, self.algorithm, self.strategy
+        model, ema_model, optimizer = self.model, self.ema_model, self.optimizer
+        replicas = strategy.num_replicas_in_sync
+        variables = model.trainable_variables
+        kernels = model.kernels
+        decay = 1 - cfg.wd * cfg.lr
+        pairs = list(zip(model.trainable_variables, ema_model.trainable_variables))
+        stat_pairs = list(zip(model.batch_norm_stats, ema_model.batch_norm_stats))
+
+        def replica_step(batch, images):
+            with tf.GradientTape() as tape:
+                loss, stats = algorithm.loss(model, batch, images)
+                # Each replica's loss is a mean over its own slice of the batch; gradients are
+                # summed across replicas, so divide to get the gradient of the global mean.
+                scaled = loss / replicas
+            grads = tape.gradient(scaled, variables)
+            if replicas > 1:
+                grads = tf.distribute.get_replica_context().all_reduce('sum', grads)
+            optimizer.apply(grads, variables)
+            for k in kernels:
+                k.assign(k * decay)
+            for v, e in pairs:
+                e.assign(cfg.ema * e + (1 - cfg.ema) * v)
+            for v, e in stat_pairs:
+                e.assign(v)
+            stats = dict(stats)
+            stats.setdefault('losses/overall', loss)
+            return stats
+
+        replica_step = tf.function(replica_step, jit_compile=cfg.jit_compile or None)
+
+        @tf.function
+        def train_step(batch, images):
+            stats = strategy.run(replica_step, args=(batch, images))
+            return {k: strategy.reduce('mean', v, axis=None) for k, v in stats.items()}
+
+        return train_step
+
+    def _batches(self, start):
+        cfg, algo, ds = self.config, self.algorithm, self.dataset
+        draw = getattr(algo, 'draw', None)
+        total = self.strategy.num_replicas_in_sync
+        if total == 1:
+            return pipeline.train_batches(ds, cfg.batch, algo.nu, cfg.augment, cfg.seed, start,
+                                          draw=draw)
+
+        def make(context):
+            # One input pipeline per worker; it yields the slices of its replicas in turn, and
+            # tf.distribute hands consecutive elements to consecutive local replicas.
+            local = total // context.num_input_pipelines
+            first = context.input_pipeline_id * local
+            return pipeline.train_batches(ds, cfg.batch, algo.nu, cfg.augment, cfg.seed, start,
+                                          draw=draw, replicas=tuple(range(first, first + local)),
+                                          num_replicas=total)
+
+        return self.strategy.distribute_datasets_from_function(make)
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _eval_sets(self):
+        ds, shape = self.dataset, self.dataset.shape
+        sets = {'train_labeled': pipeline.load_arrays(ds.labelled, shape)}
+        if ds.valid is not None:
+            sets['valid'] = pipeline.load_arrays(ds.valid, shape)
+        sets['test'] = pipeline.load_arrays(ds.test, shape)
+        for name, (_, labels) in sets.items():
+            if len(labels) and (labels.min() < 0 or labels.max() >= ds.nclass):
+                path = {'train_labeled': ds.labelled, 'valid': ds.valid, 'test': ds.test}[name].path
+                raise UserError(f'{path} has labels outside 0..{ds.nclass - 1} ({name} set); '
+                                'is it the right file for this dataset?')
+        return sets
+
+    def evaluate(self, sets):
+        """Accuracies (percent) of the EMA model and the extra metrics, by summary tag."""
+        ds, results = self.dataset, {}
+        for name, (images, labels) in sets.items():
+            probs = predict(self.ema_model, images, self.config.eval_batch)
+            results[f'accuracy_{name}'] = 100 * float((probs.argmax(1) == labels).mean())
+            if name == 'valid':
+                picked = probs[np.arange(len(labels)), labels]
+                results['losses/val_loss'] = float(-np.log(np.maximum(picked, 1e-12)).mean())
+            if name == 'test':
+                results.update(classification_metrics(probs, labels, ds.nclass, ds.class_names,
+                                                       prefix='accuracy_test'))
+        return results
+
+    # -- the loop ------------------------------------------------------------------------------
+    def save_args(self, extra):
+        ds = self.dataset
+        args = dict(self.args, dataset=ds.name, height=ds.height, width=ds.width,
+                    channels=ds.channels, class_names=ds.class_names, algorithm=self.algorithm.name,
+                    **extra)
+        write_json(os.path.join(self.run_dir, 'args', 'args.json'), args)
+
+    def restore(self):
+        latest = self.checkpoints.latest()
+        if latest:
+            try:
+                self.checkpoint.read(latest).assert_consumed()
+            except (AssertionError, ValueError, tf.errors.OpError) as e:
+                raise UserError(f'cannot resume from {latest} ({str(e).splitlines()[0][:200]}); '
+                                'it was written by another model or version. Use another '
+                                '--train_dir or remove that run folder.') from None
+            print(f'Resuming from {latest}')
+        else:
+            for v, e in zip(self.model.variables, self.ema_model.variables):
+                e.assign(v)
+        return int(self.images.numpy())
+
+    def train(self, extra_args=None):
+        """Trains until config.total_images, resuming from the newest checkpoint."""
+        cfg = self.config
+        try:
+            os.makedirs(self.run_dir, exist_ok=True)
+        except OSError as e:
+            raise UserError(f'--train_dir={cfg.train_dir}: cannot create {self.run_dir} '
+                            f'({e.strerror}).') from None
+        if not os.access(self.run_dir, os.W_OK):
+            raise UserError(f'--train_dir={cfg.train_dir}: {self.run_dir} is not writable.')
+        labelled_count = pipeline._meta(self.dataset.labelled.path)['count']
+        if self.dataset.labelled.exclude_below:
+            labelled_count -= self.dataset.labelled.exclude_below
+        if cfg.batch > labelled_count:
+            raise UserError(f'--batch={cfg.batch} is larger than the {labelled_count} labelled '
+                            f'images of {self.dataset.name}; use --batch={labelled_count} or less.')
+        self.save_args(extra_args or {})
+        start = self.restore()
+        total = cfg.total_images
+        if start >= total:
+            print(f'{self.run_dir}: already trained for {start >> 10} kimg (of {total >> 10}).')
+            return
+        sets = self._eval_sets()
+        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf'))
+        report, save = cfg.report_kimg << 10, cfg.save_kimg << 10
+        batches = iter(self._batches(start))
+        images = start
+        print(f'Training {self.algorithm.name} on {self.dataset.name} '
+              f'({self.dataset.height}x{self.dataset.width}x{self.dataset.channels}, '
+              f'{self.dataset.nclass} classes) in {self.run_dir}')
+        while images < total:
+            period_end = min(total, (images // report + 1) * report)
+            sums, steps = {}, 0
+            with tqdm(total=period_end - images, unit='img', unit_scale=True, leave=False,
+                      desc=f'kimg {images >> 10}-{period_end >> 10}', dynamic_ncols=True) as bar:
+                while images < period_end:
+                    stats = self._train_step(next(batches), tf.constant(images, tf.float32))
+                    stats = {k: float(v) for k, v in stats.items()}
+                    if not all(math.isfinite(v) for v in stats.values()):
+                        raise NonFiniteLoss(
+                            f'the loss became non-finite at {images} images ({stats}); training '
+                            f'stopped, the last good checkpoint is kept in {self.checkpoints.folder}. '
+                            'Lower --lr or check the data.')
+                    images += cfg.batch
+                    self.images.assign(images)
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    steps += 1
+                    bar.update(cfg.batch)
+                    if images // save > (images - cfg.batch) // save and images < period_end:
+                        self.checkpoints.save(images)
+            results = self.evaluate(sets)
+            with writer.as_default(step=images):
+                for k, v in sums.items():
+                    tf.summary.scalar(k, v / steps)
+                for k, v in results.items():
+                    tf.summary.scalar(k, v)
+            writer.flush()
+            if images // save > (images - cfg.batch) // save or images >= total:
+                self.checkpoints.save(images)
+            line = '  '.join(f'{results.get(f"accuracy_{n}", float("nan")):.2f}'
+                             for n in ('train_labeled', 'valid', 'test'))
+            tqdm.write(f'kimg {images >> 10:<6d} accuracy train/valid/test  {line}')
+        writer.close()
+        return results
