@@ -114,14 +114,10 @@ class RealMix:
 
 def main(argv):
     no_extra_args(argv)
-    if FLAGS.perform_inference:
-        return train.inference_from_flags(FLAGS)
-    config = train.Config.from_flags(FLAGS)
-    dataset = train.load_dataset(FLAGS.dataset, FLAGS.nclass, FLAGS.img_size, FLAGS.class_mapping)
-    algorithm = RealMix(dataset.nclass, config.train_kimg, w_match=FLAGS.w_match, beta=FLAGS.beta,
-                        nu=FLAGS.nu, T=FLAGS.T, warmup_kimg=FLAGS.warmup_kimg,
-                        mixmode=FLAGS.mixmode, tsa=FLAGS.tsa, percent_mask=FLAGS.percent_mask)
-    train.Trainer(algorithm, dataset, config).train()
+    train.train_from_flags(FLAGS, lambda nclass: RealMix(
+        nclass, FLAGS.train_kimg, w_match=FLAGS.w_match, beta=FLAGS.beta, nu=FLAGS.nu, T=FLAGS.T,
+        warmup_kimg=FLAGS.warmup_kimg, mixmode=FLAGS.mixmode, tsa=FLAGS.tsa,
+        percent_mask=FLAGS.percent_mask))
 
 
 if __name__ == '__main__':

@@ -76,6 +76,10 @@ flags.DEFINE_string('inference_dir', None, 'Folder of images to predict (flat, o
                     'per class to also get the accuracy).')
 flags.DEFINE_string('inference_ckpt', None, 'Checkpoint RUN/tf/model.ckpt-NNNNNNNN, or a run folder '
                     '(its newest checkpoint).')
+flags.DEFINE_string('train_record', None, 'Baselines: training records (path, or file name in '
+                    '$ML_DATA); default NAME-train.tfrecord.')
+flags.DEFINE_string('test_record', None, 'Baselines: test records (path, or file name in $ML_DATA); '
+                    'default NAME-test.tfrecord.')
 flags.DEFINE_string('inference_out', '.', 'Folder for {dataset}_pred.npy and {dataset}_pred.csv.')
 
 
@@ -486,3 +490,34 @@ class Trainer:
             tqdm.write(f'kimg {images >> 10:<6d} accuracy train/valid/test  {line}')
         writer.close()
         return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points shared by the algorithm files.
+
+def train_from_flags(flag_values, make_algorithm, supervised=False):
+    """Builds the dataset, the algorithm (make_algorithm(nclass)) and the trainer; trains."""
+    fv = flag_values
+    if fv.perform_inference:
+        return inference_from_flags(fv)
+    config = Config.from_flags(fv)
+    config.check()
+    records = (fv.train_record, fv.test_record) if supervised else None
+    dataset = load_dataset(fv.dataset, fv.nclass, fv.img_size, fv.class_mapping, supervised=records)
+    algorithm = make_algorithm(dataset.nclass)
+    return Trainer(algorithm, dataset, config).train()
+
+
+def supervised_main(flag_values, make_algorithm):
+    return train_from_flags(flag_values, make_algorithm, supervised=True)
+
+
+def inference_from_flags(flag_values):
+    """--perform_inference: predict --inference_dir with --inference_ckpt; no training."""
+    from libml import inference  # only this path needs it
+    fv = flag_values
+    if not fv.inference_dir or not fv.inference_ckpt:
+        raise UserError('--perform_inference needs --inference_dir=FOLDER and '
+                        '--inference_ckpt=RUN/tf/model.ckpt-NNNNNNNN (or a run folder).')
+    name = fv.dataset or 'inference'
+    return inference.run_inference(fv.inference_ckpt, fv.inference_dir, fv.inference_out, name)
