@@ -25,7 +25,7 @@ import tensorflow as tf
 from absl import flags, logging
 from tqdm import tqdm
 
-from libml import data, models, pipeline
+from libml import augment, data, models, pipeline
 from libml.utils import UserError, atomic_output, read_json, write_json
 
 FLAGS = flags.FLAGS
@@ -125,6 +125,7 @@ class Config:
                 raise UserError(f'--{name}={getattr(self, name)} must be at least 1.')
         if self.lr <= 0 or self.wd < 0 or not 0 <= self.ema < 1:
             raise UserError('--lr must be > 0, --wd >= 0 and --ema in [0, 1).')
+        augment.check_preset(self.augment)
 
     @property
     def total_images(self):
@@ -262,7 +263,12 @@ def classification_metrics(probs, labels, nclass, class_names=None, prefix=''):
 
 def make_strategy(name):
     if name == 'mirrored':
-        return tf.distribute.MirroredStrategy()
+        devices = tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU')
+        # Collective all-reduces issued from the batch-norm gradients and from the optimizer are
+        # not ordered alike on every device, which aborts them on CPUs; reducing through one
+        # device is ordered. GPUs keep NCCL.
+        ops = None if devices[0].device_type == 'GPU' else tf.distribute.ReductionToOneDevice()
+        return tf.distribute.MirroredStrategy([d.name for d in devices], cross_device_ops=ops)
     if name == 'multiworker':
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
@@ -346,7 +352,10 @@ class Trainer:
             stats.setdefault('losses/overall', loss)
             return stats
 
-        replica_step = tf.function(replica_step, jit_compile=cfg.jit_compile or None)
+        if cfg.jit_compile:
+            # XLA compiles the replica's computation; without it the outer tf.function traces the
+            # replica function once per replica, which collective ops (all-reduce) require.
+            replica_step = tf.function(replica_step, jit_compile=True)
 
         @tf.function
         def train_step(batch, images):
