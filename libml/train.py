@@ -528,5 +528,5 @@ def inference_from_flags(flag_values):
     if not fv.inference_dir or not fv.inference_ckpt:
         raise UserError('--perform_inference needs --inference_dir=FOLDER and '
                         '--inference_ckpt=RUN/tf/model.ckpt-NNNNNNNN (or a run folder).')
-    name = fv.dataset or 'inference'
-    return inference.run_inference(fv.inference_ckpt, fv.inference_dir, fv.inference_out, name)
+    return inference.run_inference(fv.inference_ckpt, fv.inference_dir, fv.inference_out,
+                                   fv.dataset, fv.eval_batch)

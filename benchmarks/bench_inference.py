@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Inference throughput: a folder of PNGs end to end vs the bare model forward pass.
+
+    benchmarks/bench_inference.py [--images=2000] [--size=32] [--batch=256] [--repeats=3]
+
+Builds, in a temporary folder, `--images` random RGB PNGs of `--size` pixels and a run whose
+checkpoint holds a WRN-28-2 (filters 32, repeat 4, scales 3, 10 classes; random weights), then
+measures, on the same images and batch size:
+  end to end   list_images (header checks) + parallel decode + forward, as run_inference does,
+               with the model already restored and traced;
+  bare forward the same traced function on the images already decoded in memory;
+and prints both throughputs and their ratio (the goal: at least 0.7). TF import, restore, the
+one-off trace and tf.data's one-off start-up (about a second per process) are reported apart.
+Each is measured `--repeats` times, alternating; best and median are printed, in wall-clock
+time and per CPU second of the process (which barely moves when other processes share the
+CPUs). Also reported: decoding alone, and one complete cold `run_inference` (restore, trace,
+outputs written).
+"""
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import libml  # noqa: E402,F401  (before TensorFlow)
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer('images', 2000, 'Number of PNG images.')
+flags.DEFINE_integer('size', 32, 'Image height and width.')
+flags.DEFINE_integer('batch', 256, 'Batch size of both measurements.')
+flags.DEFINE_integer('repeats', 3, 'Measurements of each kind.')
+
+
+def make_images(folder, n, size):
+    import numpy as np
+    from PIL import Image
+    rng = np.random.RandomState(0)
+    pixels = rng.randint(0, 256, (n, size, size, 3)).astype(np.uint8)
+
+    def save(i):
+        Image.fromarray(pixels[i]).save(os.path.join(folder, f'{i:05d}.png'))
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(save, range(n)))
+
+
+def make_run(root, size):
+    import tensorflow as tf
+    from libml import models
+    args = dict(arch='resnet', filters=32, repeat=4, scales=3, nclass=10, height=size, width=size,
+                channels=3, class_names=None, dataset='bench.1@250-0')
+    run = os.path.join(root, 'run')
+    os.makedirs(os.path.join(run, 'args'))
+    with open(os.path.join(run, 'args', 'args.json'), 'w') as f:
+        json.dump(args, f)
+    ema = models.build_model('resnet', 10, 3, 32, 4, 3, seed=1)
+    prefix = os.path.join(run, 'tf', 'model.ckpt-00001024')
+    tf.train.Checkpoint(ema_model=ema).write(prefix)
+    tf.compat.v1.train.update_checkpoint_state(os.path.join(run, 'tf'), prefix)
+    return run
+
+
+def main(argv):
+    del argv
+    t = time.perf_counter()
+    import tensorflow as tf
+    from libml import inference
+    t_import = time.perf_counter() - t
+    n, size, batch = FLAGS.images, FLAGS.size, FLAGS.batch
+    print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s); {n} PNGs {size}x{size}x3, '
+          f'WRN-28-2 (10 classes), batch {batch}')
+    with tempfile.TemporaryDirectory() as root:
+        folder = os.path.join(root, 'images')
+        os.makedirs(folder)
+        make_images(folder, n, size)
+        run = make_run(root, size)
+
+        t = time.perf_counter()
+        model, args, prefix = inference.restore_ema_model(run)
+        t_restore = time.perf_counter() - t
+        fn = inference.probability_function(model, size, size, 3)
+        t = time.perf_counter()
+        fn(tf.zeros([batch, size, size, 3]))
+        t_trace = time.perf_counter() - t
+
+        paths = inference.list_images(folder)[0]
+        t = time.perf_counter()
+        inference.load_images(paths[:8], size, size, 3, batch)  # tf.data's one-off start-up
+        t_warm = time.perf_counter() - t
+        t = time.perf_counter()
+        images = inference.load_images(paths, size, size, 3, batch)
+        t_decode = time.perf_counter() - t
+
+        bare, e2e, bare_cpu, e2e_cpu = [], [], [], []
+        for _ in range(FLAGS.repeats):
+            t, c = time.perf_counter(), time.process_time()
+            probs_bare = inference.predict(model, images, batch)
+            bare.append(n / (time.perf_counter() - t))
+            bare_cpu.append(n / (time.process_time() - c))
+            t, c = time.perf_counter(), time.process_time()
+            paths = inference.list_images(folder)[0]
+            probs, rows = inference.predict_files(model, paths, size, size, 3, batch, progress=False)
+            e2e.append(n / (time.perf_counter() - t))
+            e2e_cpu.append(n / (time.process_time() - c))
+            assert len(rows) == n and abs(probs - probs_bare).max() < 1e-4
+
+        out = os.path.join(root, 'out')
+        t = time.perf_counter()
+        inference.run_inference(run, folder, out_dir=out, progress=False)
+        t_cold = time.perf_counter() - t
+
+    print(f'import TensorFlow {t_import:.1f} s, restore {t_restore:.2f} s, trace {t_trace:.1f} s, '
+          f'tf.data start-up {t_warm:.1f} s (not counted below)')
+    print(f'decode only (load_images):         {n / t_decode:8.0f} images/s')
+    print(f'bare forward (images in memory):   {max(bare):8.1f} images/s   '
+          f'(runs: {", ".join(f"{x:.1f}" for x in bare)})')
+    print(f'end to end (list+decode+forward):  {max(e2e):8.1f} images/s   '
+          f'(runs: {", ".join(f"{x:.1f}" for x in e2e)})')
+    print(f'ratio end to end / bare forward:   {max(e2e) / max(bare):8.2f}   (goal >= 0.70; best '
+          f'runs; medians {statistics.median(e2e) / statistics.median(bare):.2f})')
+    print(f'per CPU second (all threads), robust to other processes: bare '
+          f'{statistics.median(bare_cpu):.1f}, end to end {statistics.median(e2e_cpu):.1f} images/s; '
+          f'ratio {statistics.median(e2e_cpu) / statistics.median(bare_cpu):.2f}')
+    print(f'complete cold run_inference:       {n / t_cold:8.1f} images/s   ({t_cold:.1f} s with '
+          'restore, trace and outputs)')
+    print('load average (1, 5, 15 min): ' + ', '.join(f'{x:.1f}' for x in os.getloadavg())
+          + f' on {os.cpu_count()} CPU(s): other processes skew these numbers')
+
+
+if __name__ == '__main__':
+    app.run(main)

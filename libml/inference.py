@@ -1,0 +1,531 @@
+"""Predicting a folder of images with a trained run's EMA weights (`--perform_inference`).
+
+    result = run_inference('experiments/cifar10.3@250-5000/RealMix_.../tf/model.ckpt-00065536',
+                           'images/', out_dir='.', dataset_name='cifar10.3@250-5000')
+
+The folder (`inference_dir`) is either
+- flat: images directly in it; labels are unknown, only predictions are written; or
+- one sub-folder per class (images may sit deeper inside a class folder); labels are known and
+  the accuracy is printed. Which class a sub-folder is, in this order of rules:
+  1. the run has class names (args.json "class_names") and every sub-folder name is one of them:
+     by name;
+  2. every sub-folder name is a class index (`0`, `1`, ... below the run's class count): by index;
+  3. the run has no class names and there are exactly as many sub-folders as classes: the
+     sub-folders in sorted order are classes 0, 1, ... (the order in which create_datasets.py
+     numbers the classes of a custom dataset); this is said on the console;
+  otherwise it is an error naming the sub-folders that are not classes of the model.
+  A folder holding both images and class sub-folders is an error (the labels would be ambiguous).
+
+Files: PNG and JPEG, by extension in any case (.png .jpg .jpeg); the content decides the
+decoder, so a PNG named .jpg works. Other files (.DS_Store, Thumbs.db, notes) and images that
+cannot be decoded are skipped; both are listed on the console. Hidden folders are skipped.
+
+Row order: the rows of the outputs follow the images' paths relative to `inference_dir`, with
+"/" separators, sorted as Python strings (so `cat/10.png` comes before `cat/2.png`, and upper
+case before lower case). The CSV names each row's file, so no one needs to rebuild this order.
+
+Pixels: every image is converted to the model's channel count (grey -> RGB by copying the grey
+channel, RGB -> grey by luma 0.299 R + 0.587 G + 0.114 B, alpha dropped, palettes expanded,
+16-bit reduced to 8-bit) and, when its size differs from the model's, resized to it as a whole
+(bilinear, antialiased when shrinking, aspect ratio not kept, no crop). Images already of the
+model's size are used exactly as decoded, as in training.
+
+Outputs (written atomically, complete or absent), in `out_dir`, by default the current directory
+(the README says the command "generates {dataset}_pred.npy"; the trainer's `--inference_out`
+sets another folder):
+  {dataset}_pred.npy  float32 [N, nclass]: softmax probabilities of the EMA model, rows in the
+                      order above;
+  {dataset}_pred.csv  columns file, predicted, probability, true: the file relative to
+                      inference_dir, the predicted class and its probability, the true class
+                      (empty when unknown). Classes are names when the run knows them, else
+                      indices.
+"""
+import csv
+import glob
+import os
+import re
+import unicodedata
+import weakref
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from libml import models
+from libml.utils import UserError, atomic_output, read_json
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+# Formats TensorFlow's decode_image reads (MPO: multi-picture JPEG from cameras).
+_DECODABLE_FORMATS = {'PNG', 'JPEG', 'MPO', 'GIF', 'BMP', 'WEBP'}
+_REQUIRED_ARGS = ('arch', 'nclass', 'channels', 'filters', 'repeat', 'scales', 'height', 'width')
+_CKPT_SUFFIX_RE = re.compile(r'\.(index|meta|data-\d+-of-\d+)$')
+_CKPT_NUMBER_RE = re.compile(r'-(\d+)\.index$')
+_LISTED = 10  # how many file names a message lists before "and N more"
+
+
+def _some(items, n=_LISTED, sep=', '):
+    """'a, b, c and 7 more': a readable list of at most n items."""
+    items = list(items)
+    text = sep.join(str(i) for i in items[:n])
+    return text + (f' and {len(items) - n} more' if len(items) > n else '')
+
+
+# ----------------------------------------------------------------------------------------------
+# Listing a folder.
+
+def _nfc(name):
+    return unicodedata.normalize('NFC', name)
+
+
+def _check_image(path):
+    """None if `path` looks like an image TensorFlow decodes, else the reason it does not."""
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            im.verify()  # PNG: every chunk and its CRC (catches truncated files); cheap
+    except UnidentifiedImageError:
+        return 'cannot be decoded (not an image)'
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        reason = str(e).replace(str(path), 'the file').splitlines()[0][:80] if str(e) else ''
+        return f'cannot be decoded ({reason or type(e).__name__})'
+    if fmt not in _DECODABLE_FORMATS:
+        return f'{fmt} image, not PNG or JPEG'
+    return None
+
+
+def _folder_labels(folders, class_names, nclass):
+    """{sub-folder: class index} and the class names of those indices (see the module doc)."""
+    names = [_nfc(c) for c in class_names] if class_names else None
+    if names and all(_nfc(f) in names for f in folders):
+        return {f: names.index(_nfc(f)) for f in folders}, list(class_names), None
+    if all(f.isascii() and f.isdigit() for f in folders):
+        too_big = [f for f in folders if nclass is not None and int(f) >= nclass]
+        if too_big:
+            raise UserError(f'class folder(s) {_some(too_big)} are not class indices of the model '
+                            f'(0..{nclass - 1}).')
+        return ({f: int(f) for f in folders}, list(class_names) if class_names else None,
+                'class folders named by class index')
+    if names:
+        unknown = sorted(f for f in folders if _nfc(f) not in names)
+        raise UserError(f'class folder(s) {_some(unknown)} are not classes of the model; its '
+                        f'classes are {_some(class_names, 20)} (name each folder after its class, '
+                        'or by class index).')
+    ordered = sorted(folders)
+    if nclass is not None and len(folders) != nclass:
+        raise UserError(f'the run has no class names and there are {len(folders)} class folders '
+                        f'({_some(ordered)}) for its {nclass} classes, so which class each folder '
+                        f'is cannot be told: name the folders by class index (0..{nclass - 1}) or '
+                        'put the images in one flat folder (predictions only).')
+    note = None
+    if nclass is not None:
+        note = (f'the run has no class names: the {len(ordered)} class folders, in sorted order, '
+                f'are taken as classes 0..{len(ordered) - 1}')
+    return {f: i for i, f in enumerate(ordered)}, ordered, note
+
+
+def list_images(folder, class_names=None, nclass=None, threads=8):
+    """The images of `folder`, flat or in class sub-folders (rules in the module doc).
+
+    class_names, nclass: the model's (to map class folders to class indices); both None maps
+    class folders, sorted, to 0, 1, ... (folders named by numbers: to those numbers).
+    Returns (paths, labels, class_names, skipped):
+      paths        absolute paths, in the documented row order (relative paths sorted);
+      labels       int64 [N] class indices, or None for a flat folder;
+      class_names  names of the class indices, or None (flat folder, or unnamed classes);
+      skipped      [(path relative to folder, reason)] of the files that are not usable images.
+    Each image's header is checked (PNG chunks and CRCs too), in parallel; an image that passes
+    and still fails to decode is caught by `load_images` or `run_inference`.
+    """
+    folder = os.path.normpath(os.path.expanduser(folder))
+    if not os.path.isdir(folder):
+        what = 'is not a folder' if os.path.exists(folder) else 'does not exist'
+        raise UserError(f'image folder {folder} {what}.')
+    skipped, top_images, class_files = [], [], {}
+
+    def is_image_name(name):
+        return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+    with os.scandir(folder) as entries:
+        entries = sorted(entries, key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir():
+            if entry.name.startswith('.') or entry.name == '__MACOSX':
+                skipped.append((entry.name + '/', 'hidden folder'))
+                continue
+            files = []
+            for root, dirs, names in os.walk(entry.path):
+                hidden = [d for d in dirs if d.startswith('.')]
+                skipped += [(os.path.relpath(os.path.join(root, d), folder).replace(os.sep, '/') + '/',
+                             'hidden folder') for d in hidden]
+                dirs[:] = [d for d in dirs if not d.startswith('.')]
+                files += [os.path.join(root, n) for n in names]
+            images = [f for f in files if is_image_name(f)]
+            skipped += [(os.path.relpath(f, folder).replace(os.sep, '/'), 'not a PNG or JPEG file')
+                        for f in files if not is_image_name(f)]
+            if images:
+                class_files[entry.name] = images
+        elif is_image_name(entry.name):
+            top_images.append(entry.path)
+        else:
+            skipped.append((entry.name, 'not a PNG or JPEG file'))
+    if top_images and class_files:
+        raise UserError(f'{folder} holds both images ({_some(os.path.basename(p) for p in top_images[:3])}) '
+                        f'and class folders ({_some(sorted(class_files))}): put every image in a '
+                        'class folder, or use a flat folder of images.')
+
+    if class_files:
+        mapping, names, note = _folder_labels(sorted(class_files), class_names, nclass)
+        if note:
+            print(f'{folder}: {note}.')
+        candidates = [(p, mapping[c]) for c, files in class_files.items() for p in files]
+    else:
+        names = None
+        candidates = [(p, -1) for p in top_images]
+    rel = lambda p: os.path.relpath(p, folder).replace(os.sep, '/')
+    candidates.sort(key=lambda pl: rel(pl[0]))
+    with ThreadPoolExecutor(threads) as pool:
+        problems = list(pool.map(_check_image, [p for p, _ in candidates]))
+    paths, labels = [], []
+    for (path, label), problem in zip(candidates, problems):
+        if problem:
+            skipped.append((rel(path), problem))
+        else:
+            paths.append(os.path.abspath(path))
+            labels.append(label)
+    skipped.sort()
+    labels = np.array(labels, np.int64) if class_files else None
+    return paths, labels, names, skipped
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding.
+
+def _to_channels(img, channels):
+    """uint8 [h, w, n] with n in 1..4 (grey, grey+alpha, RGB, RGBA) -> uint8 [h, w, channels]."""
+    n = tf.shape(img)[2]
+    colour = 1 if channels in (1, 2) else 3
+    if colour == 1:
+        def luma():
+            rgb = tf.cast(img[..., :3], tf.float32)
+            y = tf.reduce_sum(rgb * tf.constant([0.299, 0.587, 0.114]), -1, keepdims=True)
+            return tf.cast(tf.round(y), tf.uint8)
+        out = tf.cond(n >= 3, luma, lambda: img[..., :1])
+    else:
+        out = tf.cond(n >= 3, lambda: img[..., :3], lambda: tf.tile(img[..., :1], [1, 1, 3]))
+    if channels in (2, 4):  # a model trained with an alpha channel: keep it, or opaque
+        opaque = lambda: tf.fill(tf.shape(img[..., :1]), tf.constant(255, tf.uint8))
+        alpha = tf.cond(tf.equal(n % 2, 0), lambda: img[..., -1:], opaque)
+        out = tf.concat([out, alpha], 2)
+    return out
+
+
+def _decoder(height, width, channels):
+    """(index, path) -> (index, uint8 [height, width, channels])."""
+    def decode(index, path):
+        img = tf.io.decode_image(tf.io.read_file(path), dtype=tf.uint8, expand_animations=False)
+        img = _to_channels(img, channels)
+        size = tf.shape(img)[:2]
+
+        def resize():
+            out = tf.image.resize(tf.cast(img, tf.float32), [height, width], 'bilinear', antialias=True)
+            return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+        same = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
+        img = tf.cond(same, lambda: img, resize)
+        return index, tf.ensure_shape(img, [height, width, channels])
+    return decode
+
+
+def _image_batches(paths, height, width, channels, batch_size):
+    """tf.data of (row indices int64 [b], float32 images [b, H, W, C]) decoded in parallel.
+
+    Images that fail to decode are dropped (their indices are missing from the batches).
+    """
+    names = np.array([os.fsencode(p) for p in paths], dtype=object)  # any file name, as bytes
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), names))
+    ds = ds.map(_decoder(height, width, channels), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.ignore_errors()
+    ds = ds.batch(batch_size).map(lambda i, x: (i, tf.cast(x, tf.float32)))
+    return ds.prefetch(2)
+
+
+def load_images(paths, height, width, channels, batch_size=256):
+    """Decodes `paths` in parallel -> uint8 [N, height, width, channels], rows in `paths` order.
+
+    Channels converted and sizes changed as the module doc says. A file that cannot be decoded
+    is a UserError naming it (`list_images` has already left out most such files).
+    """
+    out = np.zeros([len(paths), height, width, channels], np.uint8)
+    seen = np.zeros(len(paths), bool)
+    if paths:
+        for index, images in _image_batches(paths, height, width, channels, batch_size):
+            index = index.numpy()
+            out[index] = images.numpy().astype(np.uint8)
+            seen[index] = True
+    if not seen.all():
+        raise UserError(f'cannot decode {_some(np.array(paths)[~seen])}.')
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The model.
+
+def resolve_checkpoint(ckpt):
+    """A checkpoint prefix, a run folder or its tf/ folder -> (checkpoint prefix, run folder).
+
+    A folder gives its newest checkpoint. A prefix may be given with its `.index` or `.data-*`
+    suffix. The run folder is the one that holds args/args.json (the parent of tf/).
+    """
+    path = os.path.normpath(os.path.abspath(os.path.expanduser(ckpt)))
+    path = _CKPT_SUFFIX_RE.sub('', path)
+    if os.path.isdir(path):
+        tf_dir = os.path.join(path, 'tf') if os.path.isdir(os.path.join(path, 'tf')) else path
+        prefix = _newest_checkpoint(tf_dir)
+        if not prefix:
+            raise UserError(f'checkpoint folder {tf_dir} holds no checkpoint (model.ckpt-NNNNNNNN); '
+                            'a run writes them there while it trains.')
+    elif os.path.exists(path + '.index'):
+        prefix = path
+    else:
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            raise UserError(f'checkpoint {path} does not exist (nor does its folder {folder}).')
+        newest = _newest_checkpoint(folder)
+        hint = (f'the newest in {folder} is {os.path.basename(newest)}' if newest
+                else f'{folder} holds no checkpoint')
+        what = 'is not a checkpoint' if os.path.exists(path) else 'does not exist'
+        raise UserError(f'checkpoint {path} {what}; {hint}.')
+    tf_dir = os.path.dirname(prefix)
+    for run_dir in (os.path.dirname(tf_dir), tf_dir):
+        if os.path.exists(os.path.join(run_dir, 'args', 'args.json')):
+            return prefix, run_dir
+    raise UserError(f'no args/args.json beside checkpoint {prefix} (looked in '
+                    f'{os.path.dirname(tf_dir)}): inference needs the arguments of the run '
+                    '(architecture, image size, classes), which the trainer writes there.')
+
+
+def _newest_checkpoint(folder):
+    """The newest checkpoint of `folder` by TF's state file, else by number; None if there is none."""
+    try:
+        prefix = tf.train.latest_checkpoint(folder)
+    except (tf.errors.OpError, ValueError):
+        prefix = None
+    if prefix:
+        return prefix
+    found = []
+    for index in glob.glob(os.path.join(glob.escape(folder), '*.index')):
+        m = _CKPT_NUMBER_RE.search(index)
+        found.append((int(m.group(1)) if m else -1, index[:-len('.index')]))
+    return max(found)[1] if found else None
+
+
+def read_run_args(run_dir):
+    """args/args.json of a run, checked to hold what building its model needs."""
+    path = os.path.join(run_dir, 'args', 'args.json')
+    args = read_json(path, 'run arguments')
+    missing = [k for k in _REQUIRED_ARGS if k not in args]
+    if missing:
+        raise UserError(f'{path} lacks {", ".join(missing)}: it was not written by this version '
+                        'of the trainer.')
+    if not 1 <= int(args['channels']) <= 4:
+        raise UserError(f'{path}: models of {args["channels"]} channels are not supported (1 to 4).')
+    return args
+
+
+def _describe(args):
+    return (f'{args["arch"]} filters={args["filters"]} repeat={args["repeat"]} '
+            f'scales={args["scales"]}, {args["height"]}x{args["width"]}x{args["channels"]} images, '
+            f'{args["nclass"]} classes')
+
+
+def _restore(prefix, args):
+    """Builds the run's model and loads the EMA weights of checkpoint `prefix` into it."""
+    model = models.build_model(args['arch'], int(args['nclass']), int(args['channels']),
+                               int(args['filters']), int(args['repeat']), int(args['scales']), seed=0)
+    try:
+        stored = [(n, s) for n, s in tf.train.list_variables(prefix)
+                  if n.startswith('ema_model/') and n.endswith('/.ATTRIBUTES/VARIABLE_VALUE')
+                  and '/.OPTIMIZER_SLOT/' not in n]
+    except (tf.errors.OpError, ValueError) as e:
+        raise UserError(f'cannot read checkpoint {prefix} ({str(e).splitlines()[0][:200]}).') from None
+    if not stored:
+        raise UserError(f'checkpoint {prefix} holds no ema_model weights: it was not written by '
+                        'this project\'s trainer.')
+    expected = [tuple(v.shape.as_list()) for v in model.variables]
+    found = [tuple(s) for _, s in stored]
+    if Counter(expected) != Counter(found):
+        total = lambda shapes: sum(int(np.prod(s)) for s in shapes)
+        raise UserError(
+            f'checkpoint {prefix} holds a model of another shape than its run\'s args.json '
+            f'({_describe(args)}: {len(expected)} variables, {total(expected)} weights; the '
+            f'checkpoint: {len(found)} variables, {total(found)} weights). Shapes expected but '
+            f'missing: {_shape_difference(expected, found)}; found instead: '
+            f'{_shape_difference(found, expected)}.')
+    try:
+        status = tf.train.Checkpoint(ema_model=model).read(prefix)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise UserError(f'checkpoint {prefix} does not fit the model of its run\'s args.json '
+                        f'({_describe(args)}): {str(e).splitlines()[0][:200]}') from None
+    return model
+
+
+def _shape_difference(a, b, n=6):
+    """The distinct shapes that `a` holds more often than `b`, in `a`'s order, as text."""
+    more = Counter(a) - Counter(b)
+    shapes = [s for s in dict.fromkeys(a) if more[s]]
+    return ', '.join(str(list(s)) for s in shapes[:n]) + (' ...' if len(shapes) > n else '') or '-'
+
+
+def restore_ema_model(ckpt):
+    """The EMA model of a checkpoint: `ckpt` is RUN/tf/model.ckpt-NNNNNNNN, RUN/tf or RUN.
+
+    Returns (model, args, prefix): the model built from RUN/args/args.json with the checkpoint's
+    EMA weights, the run's arguments, and the checkpoint prefix used.
+    """
+    prefix, run_dir = resolve_checkpoint(ckpt)
+    args = read_run_args(run_dir)
+    return _restore(prefix, args), args, prefix
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction.
+
+_prob_functions = weakref.WeakKeyDictionary()
+
+
+def probability_function(model, height, width, channels, jit_compile=False):
+    """A tf.function: float32 [B, H, W, C] in [0, 255] -> softmax float32 [B, nclass] (EMA model
+    in inference mode). One trace serves every batch size; cached per model and shape."""
+    key = (height, width, channels, jit_compile)
+    cache = _prob_functions.setdefault(model, {})
+    if key not in cache:
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        cache[key] = tf.function(
+            lambda x: tf.nn.softmax(ref()(x, training=False), axis=-1),
+            input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32)],
+            jit_compile=jit_compile)
+    return cache[key]
+
+
+def predict(model, images, batch_size=256):
+    """Softmax probabilities float32 [N, nclass] of images [N, H, W, C] (uint8 or float in [0, 255]).
+
+    `images` may also be a tf.data.Dataset of such batches (e.g. decoded in parallel while the
+    model runs). Batches go through one traced tf.function, whatever the last batch's size.
+    """
+    if isinstance(images, tf.data.Dataset):
+        shape = images.element_spec.shape
+        fn = probability_function(model, *shape[1:].as_list())
+        out = [fn(tf.cast(x, tf.float32)).numpy() for x in images]
+    else:
+        images = np.asarray(images)
+        if images.ndim != 4:
+            raise ValueError(f'images must be [N, H, W, C], not {list(images.shape)}.')
+        fn = probability_function(model, *images.shape[1:])
+        out = [fn(tf.constant(images[i:i + batch_size], tf.float32)).numpy()
+               for i in range(0, len(images), batch_size)]
+    if not out:
+        return np.zeros([0, int(getattr(model, 'nclass', 0))], np.float32)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def predict_files(model, paths, height, width, channels, batch_size=256, progress=True):
+    """Decodes `paths` (in parallel, ahead of the model) and predicts them.
+
+    Returns (probabilities float32 [M, nclass], rows int64 [M]): `rows` are the indices into
+    `paths` of the images that decoded (M <= N, order kept).
+    """
+    fn = probability_function(model, height, width, channels)
+    probs, rows = [], []
+    with tqdm(total=len(paths), unit='img', desc='predicting', leave=False, dynamic_ncols=True,
+              disable=not progress) as bar:
+        if paths:
+            for index, images in _image_batches(paths, height, width, channels, batch_size):
+                probs.append(fn(images).numpy())
+                rows.append(index.numpy())
+                bar.update(len(rows[-1]))
+    if not probs:
+        return np.zeros([0, int(getattr(model, 'nclass', 0))], np.float32), np.zeros([0], np.int64)
+    return np.concatenate(probs), np.concatenate(rows)
+
+
+def _class_label(index, class_names):
+    return class_names[index] if class_names and 0 <= index < len(class_names) else str(index)
+
+
+def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_size=256,
+                  progress=True):
+    """Predicts every image of `inference_dir` with the EMA weights of checkpoint `ckpt`.
+
+    ckpt: RUN/tf/model.ckpt-NNNNNNNN, RUN/tf or RUN (its newest checkpoint).
+    out_dir: where {dataset_name}_pred.npy and .csv go; None = the current directory.
+    dataset_name: None = the run's dataset (args.json "dataset").
+    Prints the skipped files, the accuracy when the folder has class sub-folders, and where the
+    outputs are. Returns {'accuracy': percent or None, 'n': rows, 'npy': path, 'csv': path,
+    'skipped': [(file, reason)], 'checkpoint': prefix}.
+    """
+    prefix, run_dir = resolve_checkpoint(ckpt)
+    args = read_run_args(run_dir)
+    h, w, c, nclass = (int(args[k]) for k in ('height', 'width', 'channels', 'nclass'))
+    run_names = args.get('class_names') or None
+    paths, labels, folder_names, skipped = list_images(inference_dir, run_names, nclass)
+    if not paths:
+        listed = f' (skipped {_some(f"{f}: {r}" for f, r in skipped)})' if skipped else ''
+        raise UserError(f'no PNG or JPEG images in {os.path.abspath(inference_dir)}{listed}.')
+    dataset_name = dataset_name or args.get('dataset') or os.path.basename(run_dir)
+    out_dir = os.path.abspath(out_dir or '.')
+
+    model = _restore(prefix, args)
+    print(f'Predicting {len(paths)} images of {os.path.abspath(inference_dir)} with the EMA '
+          f'weights of {prefix} ({_describe(args)}).')
+    probs, rows = predict_files(model, paths, h, w, c, batch_size, progress)
+    if len(rows) < len(paths):
+        failed = sorted(set(range(len(paths))) - set(rows.tolist()))
+        root = os.path.abspath(inference_dir)
+        skipped += [(os.path.relpath(paths[i], root).replace(os.sep, '/'), 'cannot be decoded')
+                    for i in failed]
+        paths = [paths[i] for i in rows]
+        labels = labels[rows] if labels is not None else None
+    if skipped:
+        print(f'Skipped {len(skipped)} file(s): '
+              + _some((f'{f}: {r}' for f, r in sorted(skipped)), sep='; ') + '.')
+    if not paths:
+        raise UserError(f'none of the images in {os.path.abspath(inference_dir)} could be decoded.')
+
+    names = run_names or folder_names
+    predicted = probs.argmax(1)
+    accuracy = None
+    if labels is not None:
+        correct = predicted == labels
+        accuracy = 100.0 * float(correct.mean())
+        print(f'Accuracy {accuracy:.2f}% ({int(correct.sum())} of {len(labels)} images).')
+        for k in np.unique(labels):
+            mask = labels == k
+            print(f'  {_class_label(int(k), names):<20s} {100.0 * correct[mask].mean():6.2f}%  '
+                  f'({int(correct[mask].sum())}/{int(mask.sum())})')
+
+    npy_path = os.path.join(out_dir, f'{dataset_name}_pred.npy')
+    csv_path = os.path.join(out_dir, f'{dataset_name}_pred.csv')
+    with atomic_output(npy_path) as tmp:
+        with open(tmp, 'wb') as f:  # np.save(path) would add a second ".npy" to the temporary name
+            np.save(f, probs.astype(np.float32))
+    root = os.path.abspath(inference_dir)
+    with atomic_output(csv_path) as tmp:
+        with open(tmp, 'w', newline='', encoding='utf-8') as f:
+            writer = csv.writer(f)
+            writer.writerow(['file', 'predicted', 'probability', 'true'])
+            for i, path in enumerate(paths):
+                true = _class_label(int(labels[i]), names) if labels is not None else ''
+                writer.writerow([os.path.relpath(path, root).replace(os.sep, '/'),
+                                 _class_label(int(predicted[i]), names),
+                                 f'{probs[i, predicted[i]]:.6f}', true])
+    print(f'Predictions ({len(paths)} x {probs.shape[1]} probabilities, rows sorted by file path): '
+          f'{npy_path}\nPer file: {csv_path}')
+    return {'accuracy': accuracy, 'n': len(paths), 'npy': npy_path, 'csv': csv_path,
+            'skipped': sorted(skipped), 'checkpoint': prefix}
