@@ -62,14 +62,8 @@ class Dataset:
         return (self.height, self.width, self.channels)
 
 
-def _create_hint(path):
-    if os.sep + 'SSL' + os.sep in path:
-        return 'create it with scripts/create_split.py (and scripts/make_aug_copy.py for _aug datasets).'
-    return 'create it with scripts/create_datasets.py.'
-
-
 def _meta(path):
-    return data.read_meta(path, _create_hint(path))
+    return data.read_meta(path, data.creation_hint(path))
 
 
 def _dataset_facts(name, label_meta, nclass_flag, class_names):
@@ -97,7 +91,7 @@ def _check_img_size(name, meta, img_size):
 def ssl_dataset(name, nclass=0, img_size=0, class_names=None, root=None):
     """The semi-supervised dataset `{name}.{seed}@{size}-{valid}` (see the module doc)."""
     split = data.parse_ssl_name(name)
-    label_path = data.split_path(split.stem, 'label', root)
+    label_path = data.find_label_file(split, root)
     unlabel_path = data.split_path(split.stem, 'unlabel', root)
     label_meta, unlabel_meta = _meta(label_path), _meta(unlabel_path)
     if split.valid >= unlabel_meta['count']:
