@@ -343,13 +343,15 @@ PUBLIC_DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn', 'stl10')
 def creation_hint(path):
     """Which command creates the record file `path`, for "does not exist" errors (see require_file)."""
     base = os.path.basename(path)
-    m = re.fullmatch(rf'({NAME_PATTERN})\.\d+@\d+-(label|unlabel)\.tfrecord', base)
+    m = re.fullmatch(rf'({NAME_PATTERN})\.(\d+)@(\d+)-(label|unlabel)\.tfrecord', base)
     if m:
-        name = m.group(1)
-        if _AUG_SUFFIX_RE.search(name):
-            return f'create it with scripts/make_aug_copy.py --aug_dataset={base.split("-")[0]}.'
-        return (f'create it with scripts/create_split.py, e.g. scripts/create_split.py --seed=1 '
-                f'--label_split_size=250 $ML_DATA/SSL/{name} $ML_DATA/{name}-train.tfrecord.')
+        name, seed, size = m.group(1), m.group(2), m.group(3)
+        aug = _AUG_SUFFIX_RE.search(name)
+        if aug:
+            return (f'create it with scripts/make_aug_copy.py --aug_dataset={name[:aug.start()]}.'
+                    f'{seed}@{size} --aug_copy={aug.group(0)[4:]}.')
+        return (f'create it with scripts/create_split.py, e.g. scripts/create_split.py --seed={seed} '
+                f'--label_split_size={size} $ML_DATA/SSL/{name} $ML_DATA/{name}-train.tfrecord.')
     m = re.fullmatch(rf'({NAME_PATTERN})-(train|test|unlabeled|extra)\.tfrecord', base)
     if m and m.group(1) in PUBLIC_DATASETS:
         return f'create it with scripts/create_datasets.py {m.group(1)}.'
