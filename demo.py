@@ -35,6 +35,19 @@ def step(title, args, env):
         sys.exit(f'demo: the step "{title}" failed (exit {result.returncode}); see above.')
 
 
+def write_test_images(ml_data, folder, count=100):
+    """The first `count` digits-test images as PNG files in {folder}/{class}/, like a user's folder."""
+    sys.path.insert(0, REPO)
+    os.environ.setdefault('ML_DATA', ml_data)
+    from libml import data
+    batch = next(data.read_records(os.path.join(ml_data, 'digits-test.tfrecord'), batch_size=count))
+    for i, (png, label) in enumerate(zip(batch['image'], batch['label'])):
+        os.makedirs(os.path.join(folder, str(label)), exist_ok=True)
+        with open(os.path.join(folder, str(label), f'{i:03d}.png'), 'wb') as f:
+            f.write(png)
+    return folder
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--quick', action='store_true', help='train 16 kimg only (a smoke test)')
@@ -69,6 +82,10 @@ def main():
     print(f'\nRealMix on digits with 50 labels: {accuracy["last01"]:.2f}% test accuracy '
           f'(last evaluation) after {time.time() - start:.0f} s.\nRun folder: {run}\n'
           f'TensorBoard: tensorboard --logdir {args.train_dir}')
+    folder = write_test_images(ml_data, os.path.join(REPO, args.train_dir, 'demo_images'))
+    step('5. Predict a folder of new images (one sub-folder per class, so the accuracy is known)',
+         ['realmix.py', '--perform_inference', f'--dataset={DATASET}', f'--inference_dir={folder}',
+          f'--inference_ckpt={run}', f'--inference_out={args.train_dir}'], env)
     step('6. Did semi-supervised learning help? RealMix against the supervised and MixUp baselines '
          'and scikit-learn, on the same split (short runs; the full comparison: '
          'benchmarks/compare.py --seeds=1,2,3)',
