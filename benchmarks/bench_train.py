@@ -1,0 +1,553 @@
+#!/usr/bin/env python3
+"""Training-speed benchmark: the RealMix step and loop the trainer really runs, against the CPU's
+fp32 GEMM peak and against USB's (semilearn) MixMatch step, all measured in one run.
+
+  python benchmarks/bench_train.py [--quick] [--peer_python=/work/peer_venv/bin/python]
+
+What is timed (WRN-28-2: filters 32, repeat 4; batch 64, nu 2, 10 classes; synthetic TFRecords
+written to a temporary $ML_DATA with the helpers of tests/conftest.py):
+- the bare step: `Trainer._train_step(batch, images)` of `libml.train.Trainer(RealMix(...))` on
+  one fixed batch taken from `Trainer._batches(0)` (warm-up steps, then timed steps; medians).
+  Configurations: 32x32 (scales 3), 8x8 with scales 3 (as the peer's 8x8 numbers) and 8x8 with
+  the trainer's default scales (1), each with --jit_compile off and on;
+- the fp32 GEMM peak: `tf.linalg.matmul` of two N x N matrices in this process, same threads;
+- USB's MixMatch step (../shared/peer_bench/usb_mixmatch_step.py, run with --peer_python) and,
+  with --tf_reference, the peer bench's minimal TF step (tf_reference_step.py, this Python);
+- the whole loop: `Trainer.train()` (input pipeline, augmentation, EMA, tqdm) for --loop_kimg,
+  images/s between the 2nd and the last step (no evaluation inside that window), against the
+  bare step measured just before and after it on the same trainer.
+The configurations alternate round by round (GEMM, ours, USB, ...) so that load from other
+processes hits all of them alike; per-round ratios and pooled medians are printed.
+
+Throughput counts batch*(1+nu) = 192 trained images per step (as the peer bench does); nominal
+FLOPs are 192 forward+backward passes plus 128 label-guess forward passes (301.6 GFLOP at 32x32,
+18.85 at 8x8 with 3 scales).
+"""
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import libml  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+from absl import flags  # noqa: E402
+
+import realmix  # noqa: E402  (defines the RealMix flags; we only use its class)
+from libml.utils import UserError, no_extra_args, run  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool('quick', False, 'A short run (~3 minutes): fewer rounds and steps, 1 kimg loop.')
+flags.DEFINE_string('peer_python', None, 'Python of the peer venv (USB/semilearn installed, see '
+                    '../shared/peer_bench/README.md); not given or not found: USB is skipped.')
+flags.DEFINE_string('peer_dir', os.path.join(os.path.dirname(REPO), 'shared', 'peer_bench'),
+                    'Folder of usb_mixmatch_step.py and tf_reference_step.py.')
+flags.DEFINE_bool('tf_reference', False, "Also time the peer bench's minimal TF MixMatch step "
+                  '(tf_reference_step.py --jit 0 --onednn 1) with this Python, alternating.')
+flags.DEFINE_integer('rounds', 0, 'Rounds of the alternation (0: 3, --quick: 1).')
+flags.DEFINE_integer('steps', 0, 'Timed 32x32 steps per configuration and round (0: 8, quick 4); '
+                     '8x8 configurations run 4x as many.')
+flags.DEFINE_integer('warmup', 3, 'Untimed steps after building a configuration (the first '
+                     'traces and compiles); every later round re-warms with one step.')
+flags.DEFINE_integer('loop_kimg', 0, 'kimg of the timed Trainer.train() loop at 32x32 '
+                     '(0: 2, quick 1); the 8x8 loop trains 4x as many.')
+flags.DEFINE_integer('peak_size', 4096, 'Matrix side of the GEMM peak measurement.')
+flags.DEFINE_integer('peak_reps', 0, 'GEMMs per round (0: 4, quick 3).')
+flags.DEFINE_list('configs', None, 'Step configurations to time (default: all of '
+                  '32,32xla,8s3,8s3xla,8,8xla; --quick leaves out 8xla).')
+flags.DEFINE_bool('loop', True, 'Time the whole Trainer.train() loop.')
+flags.DEFINE_integer('intra_op', 0, 'TensorFlow intra-op threads (0: TF default, as the trainer).')
+flags.DEFINE_integer('inter_op', 0, 'TensorFlow inter-op threads (0: TF default, as the trainer).')
+flags.DEFINE_string('json_out', None, 'Also write every measurement to this JSON file.')
+flags.DEFINE_string('work_dir', None, 'Folder for the synthetic data and runs (default: a '
+                    'temporary folder, removed at the end).')
+
+BATCH, NU, NCLASS, FILTERS, REPEAT = 64, 2, 10, 32, 4
+TRAINED = BATCH * (1 + NU)          # images trained per step (the peer's img/s convention)
+GOALS = {'peak32': 0.8, 'peak8': 0.45, 'usb32': 1.3, 'loop': 0.9}
+# name: (image side, scales (0 = trainer default), jit_compile, label)
+CONFIGS = {
+    '32': (32, 3, False, '32x32 scales 3'),
+    '32xla': (32, 3, True, '32x32 scales 3 XLA'),
+    '8s3': (8, 3, False, '8x8 scales 3'),
+    '8s3xla': (8, 3, True, '8x8 scales 3 XLA'),
+    '8': (8, 0, False, '8x8 scales 1 (default)'),
+    '8xla': (8, 0, True, '8x8 scales 1 (default) XLA'),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Nominal FLOPs (multiply-add = 2 FLOPs), as ../shared/peer_bench/flops_and_peak.py counts them.
+
+def wrn_macs(hw, channels=3, filters=FILTERS, repeat=REPEAT, scales=3, nclass=NCLASS):
+    """(forward MACs per image, MACs of the stem conv) of libml.models.WideResNet."""
+    stem = hw * hw * 9 * channels * 16
+    macs, cin, side = stem, 16, hw
+    for s in range(scales):
+        cout = filters << s
+        for i in range(repeat):
+            if s > 0 and i == 0:
+                side = (side + 1) // 2
+            pixels = side * side
+            macs += pixels * 9 * cin * cout + pixels * 9 * cout * cout
+            if cin != cout:
+                macs += pixels * cin * cout
+            cin = cout
+    return macs + cin * nclass, stem
+
+
+def step_gflop(hw, scales):
+    """Nominal GFLOP of one step: 192 images forward+backward (no input gradient of the stem),
+    128 label-guess forwards."""
+    fwd, stem = wrn_macs(hw, scales=scales)
+    train = 2 * (3 * fwd - stem)
+    return (TRAINED * train + BATCH * NU * 2 * fwd) / 1e9
+
+
+# ----------------------------------------------------------------------------------------------
+# Small helpers.
+
+def median(xs):
+    return statistics.median(xs) if xs else float('nan')
+
+
+def fmt(x, nd=3):
+    return '-' if x is None or x != x else f'{x:.{nd}f}'
+
+
+def loadavg():
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return float('nan')
+
+
+def cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            text = f.read()
+    except OSError:
+        return platform.processor() or 'unknown CPU'
+    name = next((l.split(':', 1)[1].strip() for l in text.splitlines() if l.startswith('model name')),
+                'unknown CPU')
+    flags_line = next((l for l in text.splitlines() if l.startswith('flags')), '')
+    isa = [f for f in ('avx2', 'fma', 'avx512f', 'amx_tile') if f' {f}' in flags_line]
+    return f'{name} ({", ".join(isa) or "no AVX2"})'
+
+
+def load_conftest():
+    """tests/conftest.py as a module (its dataset writers), without pytest's fixture machinery."""
+    spec = importlib.util.spec_from_file_location('bench_conftest', os.path.join(REPO, 'tests', 'conftest.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------------------------
+# Measurements.
+
+class Peak:
+    """fp32 GEMM GFLOP/s of tf.linalg.matmul in this process."""
+
+    def __init__(self, n):
+        import tensorflow as tf
+        self.n = n
+        a = tf.random.stateless_normal([n, n], [1, 2])
+        b = tf.random.stateless_normal([n, n], [3, 4])
+        self.args = (a, b)
+        self.fn = tf.function(lambda a, b: tf.reduce_sum(tf.linalg.matmul(a, b)))
+        self.fn(*self.args).numpy()
+        self.samples, self.rounds = [], []
+
+    def measure(self, reps):
+        out = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            self.fn(*self.args).numpy()
+            out.append(2 * self.n ** 3 / (time.perf_counter() - t0) / 1e9)
+        self.samples += out
+        self.rounds.append(median(out))
+        return self.rounds[-1]
+
+
+class Step:
+    """One configuration of the real trainer and its fixed batch: timed `_train_step` calls."""
+
+    def __init__(self, key, root, train_dir, conftest, datasets):
+        import tensorflow as tf
+        from libml import train
+        self.key = key
+        self.hw, scales, self.jit, self.label = CONFIGS[key]
+        name = datasets.get(self.hw)
+        if name is None:
+            name = datasets[self.hw] = make_dataset(root, self.hw, conftest)
+        dataset = train.load_dataset(name)
+        config = train.Config(train_dir=train_dir, batch=BATCH, filters=FILTERS, repeat=REPEAT,
+                              scales=scales, jit_compile=self.jit, train_kimg=1 << 16,
+                              report_kimg=1 << 16, save_kimg=1 << 16, epochs=1)
+        algorithm = realmix.RealMix(dataset.nclass, config.train_kimg, nu=NU)
+        self.trainer = train.Trainer(algorithm, dataset, config)
+        self.scales = self.trainer.scales
+        self.gflop = step_gflop(self.hw, self.scales)
+        self.batch = next(iter(self.trainer._batches(0)))
+        self.images = tf.constant(0.0, tf.float32)
+        self.times, self.util, self.rounds = [], [], []
+        self.finite = True
+        t0 = time.perf_counter()
+        self.run(1)
+        self.first_call = time.perf_counter() - t0
+        self.run(max(FLAGS.warmup - 1, 0))
+
+    def run(self, n):
+        """n steps -> [(wall seconds, process CPU seconds / wall seconds)]."""
+        out = []
+        for _ in range(n):
+            t0, c0 = time.perf_counter(), time.process_time()
+            stats = self.trainer._train_step(self.batch, self.images)
+            loss = float(stats['losses/overall'])
+            dt = time.perf_counter() - t0
+            out.append((dt, (time.process_time() - c0) / dt))
+            self.finite &= loss == loss and abs(loss) != float('inf')
+        return out
+
+    def measure(self, n):
+        self.run(1)  # re-warm after the other configurations ran
+        out = self.run(n)
+        self.times += [t for t, _ in out]
+        self.util += [u for _, u in out]
+        self.rounds.append(median([t for t, _ in out]))
+        return self.rounds[-1]
+
+    @property
+    def median(self):
+        return median(self.times)
+
+
+def make_dataset(root, hw, conftest):
+    """A 10-class semi-supervised split of hw x hw x 3 images: 250 labels, 2048 unlabelled +
+    100 validation, 200 test. Returns its --dataset name."""
+    name = f'bench{hw}'
+    conftest.make_ssl_dataset(root, name=name, seed=1, shape=(hw, hw, 3), nclass=NCLASS,
+                              n_label=250, n_unlabel=2048 + 100, n_test=200)
+    return f'{name}.1@250-100'
+
+
+class Peer:
+    """A peer-bench script run in a subprocess; each call returns its RESULT JSON (or None)."""
+
+    def __init__(self, label, argv, env=None):
+        self.label, self.argv, self.env = label, argv, env
+        self.results, self.errors = [], []
+
+    def measure(self):
+        env = dict(os.environ, **(self.env or {}))
+        try:
+            proc = subprocess.run(self.argv, capture_output=True, text=True, timeout=1800,
+                                  cwd=os.path.dirname(self.argv[1]), env=env)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self.errors.append(str(e))
+            return None
+        lines = [l for l in proc.stdout.splitlines() if l.startswith('RESULT ')]
+        if proc.returncode or not lines:
+            tail = (proc.stderr.strip().splitlines() or ['(no output)'])[-3:]
+            self.errors.append(f'exit {proc.returncode}: ' + ' | '.join(tail))
+            return None
+        result = json.loads(lines[-1][len('RESULT '):])
+        self.results.append(result)
+        return result['median_s']
+
+    @property
+    def times(self):
+        return [t for r in self.results for t in r['times_s']]
+
+    @property
+    def util(self):
+        return [u for r in self.results for u in r.get('cpu_util', [])]
+
+    @property
+    def rounds(self):
+        return [r['median_s'] for r in self.results]
+
+    @property
+    def median(self):
+        return median(self.times)
+
+
+def time_loop(step, kimg):
+    """Trains step.trainer with Trainer.train() for `kimg`; images/s from the entry of the 2nd
+    `_train_step` call to the entry of the last (input pipeline, augmentation, EMA, bookkeeping
+    and tqdm included; the first step, evaluation and checkpoints excluded)."""
+    trainer = step.trainer
+    trainer.config.train_kimg = trainer.config.report_kimg = kimg
+    trainer.config.epochs = 1
+    entries = []
+    inner = trainer._train_step
+
+    def timed(batch, images):
+        entries.append((time.perf_counter(), time.process_time()))
+        return inner(batch, images)
+
+    trainer._train_step = timed
+    try:
+        t0 = time.perf_counter()
+        trainer.train()
+        total = time.perf_counter() - t0
+    finally:
+        trainer._train_step = inner
+    steps = len(entries) - 2
+    (t2, c2), (tn, cn) = entries[1], entries[-1]
+    return {'kimg': kimg, 'steps_timed': steps, 'seconds': tn - t2, 'train_call_s': total,
+            'img_per_s': steps * TRAINED / (tn - t2), 'step_s': (tn - t2) / steps,
+            'cpu_util': (cn - c2) / (tn - t2)}
+
+
+# ----------------------------------------------------------------------------------------------
+# The run.
+
+def main(argv):
+    no_extra_args(argv)
+    quick = FLAGS.quick
+    rounds = FLAGS.rounds or (1 if quick else 3)
+    steps = FLAGS.steps or (4 if quick else 8)
+    peak_reps = FLAGS.peak_reps or (3 if quick else 4)
+    loop_kimg = FLAGS.loop_kimg or (1 if quick else 2)
+    keys = FLAGS.configs or [k for k in CONFIGS if not (quick and k == '8xla')]
+    unknown = [k for k in keys if k not in CONFIGS]
+    if unknown:
+        raise UserError(f'--configs: unknown {", ".join(unknown)}; valid: {", ".join(CONFIGS)}.')
+
+    import tensorflow as tf
+    if FLAGS.intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op)
+    if FLAGS.inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op)
+
+    peers = {}
+    peer_note = None
+    usb_script = os.path.join(FLAGS.peer_dir, 'usb_mixmatch_step.py')
+    if not FLAGS.peer_python:
+        peer_note = 'USB skipped: no --peer_python given (see ../shared/peer_bench/README.md, Setup).'
+    elif not (shutil.which(FLAGS.peer_python) or os.access(FLAGS.peer_python, os.X_OK)):
+        peer_note = f'USB skipped: --peer_python={FLAGS.peer_python} not found or not executable.'
+    elif not os.path.exists(usb_script):
+        peer_note = f'USB skipped: {usb_script} not found (--peer_dir).'
+    else:
+        for hw, n in ((32, steps), (8, 4 * steps)):
+            if any(CONFIGS[k][0] == hw and CONFIGS[k][1] == 3 for k in keys):
+                peers[f'usb{hw}'] = Peer(f'USB 0.3.2 MixMatch {hw}x{hw}', [
+                    FLAGS.peer_python, usb_script, '--hw', str(hw), '--warmup', '3',
+                    '--steps', str(n), '--threads', '2'])
+    if FLAGS.tf_reference:
+        ref_script = os.path.join(FLAGS.peer_dir, 'tf_reference_step.py')
+        if os.path.exists(ref_script):
+            peers['ref32'] = Peer('peer_bench tf_reference_step 32x32', [
+                sys.executable, ref_script, '--hw', '32', '--jit', '0', '--onednn', '1',
+                '--warmup', '3', '--steps', str(steps)])
+        else:
+            print(f'tf_reference skipped: {ref_script} not found.')
+
+    work = FLAGS.work_dir or tempfile.mkdtemp(prefix='bench_train_')
+    root = os.path.join(work, 'ml_data')
+    os.makedirs(root, exist_ok=True)
+    os.environ['ML_DATA'] = root
+    started = time.perf_counter()
+    load_start = loadavg()
+    print(f'bench_train: TF {tf.__version__}, TF_ENABLE_ONEDNN_OPTS='
+          f'{os.environ.get("TF_ENABLE_ONEDNN_OPTS")}, {os.cpu_count()} CPUs: {cpu_model()}; '
+          f'threads intra/inter {FLAGS.intra_op or "default"}/{FLAGS.inter_op or "default"}; '
+          f'{"quick" if quick else "full"} run: {rounds} round(s), {steps} steps '
+          f'(x4 at 8x8), loop {loop_kimg} kimg; load average {load_start}', flush=True)
+    if peer_note:
+        print(peer_note, flush=True)
+    try:
+        conftest = load_conftest()
+        datasets = {}
+        peak = Peak(FLAGS.peak_size)
+        ours = {}
+        for key in keys:
+            t0 = time.perf_counter()
+            ours[key] = Step(key, root, os.path.join(work, 'runs'), conftest, datasets)
+            print(f'  built {ours[key].label}: first call {ours[key].first_call:.1f} s '
+                  f'(setup {time.perf_counter() - t0:.1f} s)', flush=True)
+
+        # Alternate: GEMM, then each of ours followed by its USB counterpart.
+        order = []
+        for key in keys:
+            order.append(('ours', key))
+            hw, scales, jit, _ = CONFIGS[key]
+            if not jit and scales == 3 and f'usb{hw}' in peers:
+                order.append(('peer', f'usb{hw}'))
+            if key == '32' and 'ref32' in peers:
+                order.append(('peer', 'ref32'))
+        round_loads = []
+        for r in range(rounds):
+            round_loads.append(loadavg())
+            line = [f'round {r + 1}/{rounds}: load {round_loads[-1]}, '
+                    f'GEMM {peak.measure(peak_reps):.0f} GFLOP/s']
+            for kind, key in order:
+                if kind == 'ours':
+                    s = ours[key]
+                    t = s.measure(steps if s.hw == 32 else 4 * steps)
+                    line.append(f'{key} {t:.3f}s')
+                else:
+                    t = peers[key].measure()
+                    line.append(f'{key} ' + (f'{t:.3f}s' if t else 'FAILED'))
+            print('  ' + ', '.join(line), flush=True)
+
+        loops = {}
+        if FLAGS.loop:
+            for key, kimg in (('32', loop_kimg), ('8s3', 4 * loop_kimg)):
+                if key not in ours:
+                    continue
+                s = ours[key]
+                before = s.measure(steps if s.hw == 32 else 4 * steps)
+                result = time_loop(s, kimg)
+                after = s.measure(steps if s.hw == 32 else 4 * steps)
+                bare = median([before, after])
+                result.update(bare_before_s=before, bare_after_s=after,
+                              bare_img_per_s=TRAINED / bare,
+                              ratio=result['img_per_s'] * bare / TRAINED)
+                loops[key] = result
+                print(f'  loop {s.label}: {result["steps_timed"]} steps {result["step_s"]:.3f} s/step '
+                      f'vs bare {before:.3f}/{after:.3f} s', flush=True)
+        peak.measure(peak_reps)
+    finally:
+        if not FLAGS.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    report(peak, ours, peers, loops, keys, rounds, round_loads, load_start, started, peer_note)
+
+
+def report(peak, ours, peers, loops, keys, rounds, round_loads, load_start, started, peer_note):
+    peak_gflops = median(peak.samples)
+    print()
+    print(f'fp32 GEMM peak (tf.linalg.matmul {peak.n}x{peak.n}, this process): median '
+          f'{peak_gflops:.1f} GFLOP/s [{min(peak.samples):.1f}-{max(peak.samples):.1f}] over '
+          f'{len(peak.samples)} GEMMs, per round {", ".join(f"{x:.0f}" for x in peak.rounds)}')
+    print()
+    header = ('| step (batch 64, nu 2) | XLA | first call s | median s | best round s | min-max s '
+              '| steps | img/s | GFLOP/step | GFLOP/s | of peak | cpu util |')
+    print(header)
+    print('|---' * (header.count('|') - 1) + '|')
+    rows = {}
+    for key in keys:
+        s = ours[key]
+        m = s.median
+        rows[key] = {'label': s.label, 'hw': s.hw, 'scales': s.scales, 'jit_compile': s.jit,
+                     'first_call_s': s.first_call, 'median_s': m, 'min_s': min(s.times),
+                     'max_s': max(s.times), 'round_medians_s': s.rounds, 'steps': len(s.times),
+                     'img_per_s': TRAINED / m, 'gflop': s.gflop, 'gflops': s.gflop / m,
+                     'of_peak': s.gflop / m / peak_gflops, 'cpu_util': median(s.util),
+                     'finite': s.finite}
+        r = rows[key]
+        print(f'| ours {s.label} | {"on" if s.jit else "off"} | {s.first_call:.1f} | {m:.3f} | '
+              f'{min(s.rounds):.3f} | {r["min_s"]:.3f}-{r["max_s"]:.3f} | {r["steps"]} | {r["img_per_s"]:.1f} | '
+              f'{s.gflop:.2f} | {r["gflops"]:.1f} | {r["of_peak"]:.2f} | {r["cpu_util"]:.2f} |')
+    for key, p in peers.items():
+        if not p.results and not p.errors:
+            continue
+        if not p.results:
+            print(f'| {p.label} | - | - | FAILED | {"; ".join(p.errors)[:200]} | | | | | | | |')
+            continue
+        hw = p.results[0]['hw']
+        gflop = step_gflop(hw, 3)
+        m = p.median
+        rows[key] = {'label': p.label, 'hw': hw, 'median_s': m, 'min_s': min(p.times),
+                     'max_s': max(p.times), 'round_medians_s': p.rounds, 'steps': len(p.times),
+                     'img_per_s': TRAINED / m, 'gflops': gflop / m, 'of_peak': gflop / m / peak_gflops,
+                     'cpu_util': median(p.util), 'errors': p.errors}
+        r = rows[key]
+        print(f'| {p.label} | off | - | {m:.3f} | {min(p.rounds):.3f} | {r["min_s"]:.3f}-{r["max_s"]:.3f} | '
+              f'{r["steps"]} | {r["img_per_s"]:.1f} | {gflop:.2f} (nominal) | {r["gflops"]:.1f} | '
+              f'{r["of_peak"]:.2f} | {r["cpu_util"]:.2f} |')
+    for key, l in loops.items():
+        s = ours[key]
+        print(f'| whole loop Trainer.train() {s.label} | off | - | {l["step_s"]:.3f} | - | '
+              f'bare {l["bare_before_s"]:.3f}/{l["bare_after_s"]:.3f} | {l["steps_timed"]} | '
+              f'{l["img_per_s"]:.1f} | {s.gflop:.2f} | {s.gflop / l["step_s"]:.1f} | '
+              f'{s.gflop / l["step_s"] / peak_gflops:.2f} | {l["cpu_util"]:.2f} |')
+    if any(not r.get('finite', True) for r in rows.values()):
+        print('note: a repeated fixed-batch step gave a non-finite loss (timing still valid).')
+
+    def per_round(a, b):
+        """Median over rounds of a's round median / b's round median."""
+        pairs = [x / y for x, y in zip(a, b) if x and y]
+        return median(pairs), pairs
+
+    goals = []
+
+    def goal(name, value, target, detail=''):
+        if value is None or value != value:
+            goals.append((name, '-', f'>= {target}' if target else 'info', 'SKIP' if target else '', detail))
+        else:
+            result = ('PASS' if value >= target else 'MISS') if target else ''
+            goals.append((name, f'{value:.2f}', f'>= {target}' if target else 'info', result, detail))
+
+    for key, target in (('32', GOALS['peak32']), ('8s3', GOALS['peak8'])):
+        if key in rows:
+            r = rows[key]
+            pairs = [r['gflop'] / t / p for t, p in zip(r['round_medians_s'], peak.rounds)]
+            goal(f'{r["label"]} step GFLOP/s / GEMM peak', r['of_peak'], target,
+                 f'{r["gflops"]:.1f} / {peak_gflops:.1f} GFLOP/s; per round ' +
+                 ', '.join(f'{p:.2f}' for p in pairs) +
+                 f'; vs the fastest GEMM {r["gflops"] / max(peak.samples):.2f}')
+    for hw, key, target in ((32, '32', GOALS['usb32']), (8, '8s3', None)):
+        name = f'USB step / our step, {hw}x{hw}' + ('' if hw == 32 else ' (scales 3)')
+        if f'usb{hw}' in rows and key in rows:
+            by_round, pairs = per_round(rows[f'usb{hw}']['round_medians_s'],
+                                        rows[key]['round_medians_s'])
+            pooled = rows[f'usb{hw}']['median_s'] / rows[key]['median_s']
+            goal(name, pooled, target, 'pooled medians; per round ' +
+                 ', '.join(f'{p:.2f}' for p in pairs))
+        elif key in rows:
+            goal(name, None, target, peer_note or 'USB run failed')
+    if 'ref32' in rows and '32' in rows:
+        by_round, pairs = per_round(rows['ref32']['round_medians_s'], rows['32']['round_medians_s'])
+        goal('peer tf_reference step / our step, 32x32', rows['ref32']['median_s'] / rows['32']['median_s'],
+             None, 'per round ' + ', '.join(f'{p:.2f}' for p in pairs))
+    for key in ('32', '8s3'):
+        if key in loops:
+            l = loops[key]
+            goal(f'whole loop / bare step img/s, {rows[key]["label"]}', l['ratio'], GOALS['loop'],
+                 f'{l["img_per_s"]:.1f} / {l["bare_img_per_s"]:.1f} img/s over {l["steps_timed"]} steps')
+    for off, on in (('32', '32xla'), ('8s3', '8s3xla'), ('8', '8xla')):
+        if off in rows and on in rows:
+            goal(f'XLA off / on step time, {rows[off]["label"]}', rows[off]['median_s'] / rows[on]['median_s'],
+                 None, f'{rows[off]["median_s"]:.3f} s off, {rows[on]["median_s"]:.3f} s on (> 1: XLA faster)')
+
+    print()
+    print('| goal | measured | target | result | detail |')
+    print('|---|---|---|---|---|')
+    for g in goals:
+        print('| ' + ' | '.join(g) + ' |')
+    elapsed = time.perf_counter() - started
+    utils = [r['cpu_util'] for r in rows.values() if r.get('cpu_util') == r.get('cpu_util')]
+    busy = max(round_loads + [load_start]) > 3 or (utils and min(utils) < 1.6)
+    print()
+    if busy:
+        print('WARNING: other processes competed for the CPUs during this run (load average > 3 '
+              'or cpu util < 1.6 on 2 cores): absolute times are inflated and ratios are noisy; '
+              'rerun on a quiet machine before trusting PASS/MISS.')
+    print(f'load average (1 min): start {load_start}, rounds {round_loads}, end {loadavg()}; '
+          f'cpu util = process CPU s / wall s per step (2.00 = both cores busy; lower means other '
+          f'processes took CPU time). Total {elapsed / 60:.1f} min.')
+    result = {'peak_gflops': peak_gflops, 'peak_samples': peak.samples, 'rows': rows, 'loops': loops,
+              'goals': [dict(zip(('name', 'measured', 'target', 'result', 'detail'), g)) for g in goals],
+              'rounds': rounds, 'loadavg_rounds': round_loads}
+    if FLAGS.json_out:
+        with open(FLAGS.json_out, 'w') as f:
+            json.dump(result, f, indent=1, default=str)
+        print(f'measurements written to {FLAGS.json_out}')
+
+
+if __name__ == '__main__':
+    run(main)
