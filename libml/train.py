@@ -25,7 +25,7 @@ import tensorflow as tf
 from absl import flags, logging
 from tqdm import tqdm
 
-from libml import augment, data, models, pipeline
+from libml import augment, data, inference, models, pipeline
 from libml.utils import UserError, atomic_output, read_json, write_json
 
 FLAGS = flags.FLAGS
@@ -226,13 +226,6 @@ class Checkpoints:
 # ----------------------------------------------------------------------------------------------
 # Evaluation.
 
-def predict(model, images, batch):
-    """Softmax probabilities [N, K] of uint8 images [N, H, W, C], in batches."""
-    out = [model.predict_probs(tf.constant(images[i:i + batch]))
-           for i in range(0, len(images), batch)]
-    return np.concatenate([o.numpy() for o in out]) if out else np.zeros((0, 0), np.float32)
-
-
 def classification_metrics(probs, labels, nclass, class_names=None, prefix=''):
     """Accuracy (percent), per-class accuracy and macro/weighted precision, recall and F1."""
     pred = probs.argmax(1)
@@ -317,10 +310,6 @@ class Trainer:
         self.checkpoints = Checkpoints(os.path.join(self.run_dir, 'tf'), self.checkpoint,
                                        cfg.keep_ckpt)
         self._train_step = self._make_train_step()
-        for m in (self.model, self.ema_model):
-            m.predict_probs = tf.function(
-                lambda x, m=m: tf.nn.softmax(m(tf.cast(x, tf.float32), training=False)),
-                input_signature=[tf.TensorSpec([None, *ds.shape], tf.uint8)])
 
     def _make_train_step(self):
         cfg, algorithm, strategy = self.config, self.algorithm, self.strategy
@@ -401,7 +390,7 @@ class Trainer:
         """Accuracies (percent) of the EMA model and the extra metrics, by summary tag."""
         ds, results = self.dataset, {}
         for name, (images, labels) in sets.items():
-            probs = predict(self.ema_model, images, self.config.eval_batch)
+            probs = inference.predict(self.ema_model, images, self.config.eval_batch)
             results[f'accuracy_{name}'] = 100 * float((probs.argmax(1) == labels).mean())
             if name == 'valid':
                 picked = probs[np.arange(len(labels)), labels]
@@ -523,7 +512,6 @@ def supervised_main(flag_values, make_algorithm):
 
 def inference_from_flags(flag_values):
     """--perform_inference: predict --inference_dir with --inference_ckpt; no training."""
-    from libml import inference  # only this path needs it
     fv = flag_values
     if not fv.inference_dir or not fv.inference_ckpt:
         raise UserError('--perform_inference needs --inference_dir=FOLDER and '
