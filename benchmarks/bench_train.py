@@ -13,11 +13,14 @@ written to a temporary $ML_DATA with the helpers of tests/conftest.py):
 - the fp32 GEMM peak: `tf.linalg.matmul` of two N x N matrices in this process, same threads;
 - USB's MixMatch step (../shared/peer_bench/usb_mixmatch_step.py, run with --peer_python) and,
   with --tf_reference, the peer bench's minimal TF step (tf_reference_step.py, this Python);
-- the whole loop: `Trainer.train()` (input pipeline, augmentation, EMA, tqdm) for --loop_kimg,
-  images/s between the 2nd and the last step (no evaluation inside that window), against the
-  bare step measured just before and after it on the same trainer.
+- the whole loop: `Trainer.train()` (input pipeline, augmentation, EMA, tqdm) in one chunk of
+  --loop_kimg per round (resuming from the previous chunk's checkpoint), images/s between the 2nd
+  and the last step of a chunk (no evaluation inside that window), against the bare step of the
+  same trainer measured just before and after each chunk.
 The configurations alternate round by round (GEMM, ours, USB, ...) so that load from other
-processes hits all of them alike; per-round ratios and pooled medians are printed.
+processes hits all of them alike; per-round ratios and pooled medians are printed. The XLA
+configurations are built and timed after the others (XLA in a process slowed its later oneDNN
+steps), each round beside the XLA-off step of the same shape.
 
 Throughput counts batch*(1+nu) = 192 trained images per step (as the peer bench does); nominal
 FLOPs are 192 forward+backward passes plus 128 label-guess forward passes (301.6 GFLOP at 32x32,
@@ -31,6 +34,7 @@ sys.path.insert(0, REPO)
 
 import libml  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
 
+import gc  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -46,7 +50,7 @@ import realmix  # noqa: E402  (defines the RealMix flags; we only use its class)
 from libml.utils import UserError, no_extra_args, run  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool('quick', False, 'A short run (~3 minutes): fewer rounds and steps, 1 kimg loop.')
+flags.DEFINE_bool('quick', False, 'A short run (~3 minutes): 1 round, fewer steps.')
 flags.DEFINE_string('peer_python', None, 'Python of the peer venv (USB/semilearn installed, see '
                     '../shared/peer_bench/README.md); not given or not found: USB is skipped.')
 flags.DEFINE_string('peer_dir', os.path.join(os.path.dirname(REPO), 'shared', 'peer_bench'),
@@ -58,8 +62,8 @@ flags.DEFINE_integer('steps', 0, 'Timed 32x32 steps per configuration and round 
                      '8x8 configurations run 4x as many.')
 flags.DEFINE_integer('warmup', 3, 'Untimed steps after building a configuration (the first '
                      'traces and compiles); every later round re-warms with one step.')
-flags.DEFINE_integer('loop_kimg', 0, 'kimg of the timed Trainer.train() loop at 32x32 '
-                     '(0: 2, quick 1); the 8x8 loop trains 4x as many.')
+flags.DEFINE_integer('loop_kimg', 1, 'kimg of each timed Trainer.train() chunk at 32x32 (one '
+                     'chunk per round, between bare-step blocks); the 8x8 loop trains 4x as many.')
 flags.DEFINE_integer('peak_size', 4096, 'Matrix side of the GEMM peak measurement.')
 flags.DEFINE_integer('peak_reps', 0, 'GEMMs per round (0: 4, quick 3).')
 flags.DEFINE_list('configs', None, 'Step configurations to time (default: all of '
@@ -198,7 +202,12 @@ class Step:
         self.trainer = train.Trainer(algorithm, dataset, config)
         self.scales = self.trainer.scales
         self.gflop = step_gflop(self.hw, self.scales)
-        self.batch = next(iter(self.trainer._batches(0)))
+        # Take one batch and stop the input pipeline: its prefetch threads must not run beside
+        # the timed steps of this or other configurations.
+        iterator = iter(self.trainer._batches(0))
+        self.batch = tf.nest.map_structure(tf.identity, next(iterator))
+        del iterator
+        gc.collect()
         self.images = tf.constant(0.0, tf.float32)
         self.times, self.util, self.rounds = [], [], []
         self.finite = True
@@ -219,13 +228,16 @@ class Step:
             self.finite &= loss == loss and abs(loss) != float('inf')
         return out
 
-    def measure(self, n):
+    def measure(self, n, record=True):
+        """Median seconds of n steps (after one re-warming step); `record`: add them to the
+        round statistics."""
         self.run(1)  # re-warm after the other configurations ran
         out = self.run(n)
-        self.times += [t for t, _ in out]
-        self.util += [u for _, u in out]
-        self.rounds.append(median([t for t, _ in out]))
-        return self.rounds[-1]
+        if record:
+            self.times += [t for t, _ in out]
+            self.util += [u for _, u in out]
+            self.rounds.append(median([t for t, _ in out]))
+        return median([t for t, _ in out])
 
     @property
     def median(self):
@@ -282,13 +294,15 @@ class Peer:
         return median(self.times)
 
 
-def time_loop(step, kimg):
-    """Trains step.trainer with Trainer.train() for `kimg`; images/s from the entry of the 2nd
-    `_train_step` call to the entry of the last (input pipeline, augmentation, EMA, bookkeeping
-    and tqdm included; the first step, evaluation and checkpoints excluded)."""
+def time_loop(step, kimg, chunk):
+    """Trains step.trainer with Trainer.train() up to chunk*kimg kimg (one report period of
+    `kimg`; from chunk 2 on it resumes from the previous chunk's checkpoint); images/s from the
+    entry of the 2nd `_train_step` call to the entry of the last (input pipeline, augmentation,
+    EMA, bookkeeping and tqdm included; the first step, evaluation and checkpoints excluded)."""
     trainer = step.trainer
-    trainer.config.train_kimg = trainer.config.report_kimg = kimg
-    trainer.config.epochs = 1
+    trainer.config.train_kimg = chunk * kimg
+    trainer.config.report_kimg = kimg
+    trainer.config.epochs = 1 << 20
     entries = []
     inner = trainer._train_step
 
@@ -319,7 +333,7 @@ def main(argv):
     rounds = FLAGS.rounds or (1 if quick else 3)
     steps = FLAGS.steps or (4 if quick else 8)
     peak_reps = FLAGS.peak_reps or (3 if quick else 4)
-    loop_kimg = FLAGS.loop_kimg or (1 if quick else 2)
+    loop_kimg = FLAGS.loop_kimg
     keys = FLAGS.configs or [k for k in CONFIGS if not (quick and k == '8xla')]
     unknown = [k for k in keys if k not in CONFIGS]
     if unknown:
@@ -373,15 +387,24 @@ def main(argv):
         datasets = {}
         peak = Peak(FLAGS.peak_size)
         ours = {}
-        for key in keys:
+
+        def build(key):
             t0 = time.perf_counter()
             ours[key] = Step(key, root, os.path.join(work, 'runs'), conftest, datasets)
             print(f'  built {ours[key].label}: first call {ours[key].first_call:.1f} s '
                   f'(setup {time.perf_counter() - t0:.1f} s)', flush=True)
 
+        # XLA configurations are built and timed last: once XLA has run in a process, the
+        # oneDNN steps of that process were measured 8-25% slower (8x8), so they would disturb
+        # the main rounds.
+        plain = [k for k in keys if not CONFIGS[k][2]]
+        xla = [k for k in keys if CONFIGS[k][2]]
+        for key in plain:
+            build(key)
+
         # Alternate: GEMM, then each of ours followed by its USB counterpart.
         order = []
-        for key in keys:
+        for key in plain:
             order.append(('ours', key))
             hw, scales, jit, _ = CONFIGS[key]
             if not jit and scales == 3 and f'usb{hw}' in peers:
@@ -403,31 +426,60 @@ def main(argv):
                     line.append(f'{key} ' + (f'{t:.3f}s' if t else 'FAILED'))
             print('  ' + ', '.join(line), flush=True)
 
+        # The whole loop in `rounds` chunks of loop_kimg (x4 at 8x8), each between two bare-step
+        # blocks of the same trainer: ratio = chunk img/s / bare img/s (mean of its neighbours).
         loops = {}
         if FLAGS.loop:
             for key, kimg in (('32', loop_kimg), ('8s3', 4 * loop_kimg)):
                 if key not in ours:
                     continue
                 s = ours[key]
-                before = s.measure(steps if s.hw == 32 else 4 * steps)
-                result = time_loop(s, kimg)
-                after = s.measure(steps if s.hw == 32 else 4 * steps)
-                bare = median([before, after])
-                result.update(bare_before_s=before, bare_after_s=after,
-                              bare_img_per_s=TRAINED / bare,
-                              ratio=result['img_per_s'] * bare / TRAINED)
-                loops[key] = result
-                print(f'  loop {s.label}: {result["steps_timed"]} steps {result["step_s"]:.3f} s/step '
-                      f'vs bare {before:.3f}/{after:.3f} s', flush=True)
+                n = steps if s.hw == 32 else 4 * steps
+                bare = [s.measure(n, record=False)]
+                chunks = []
+                for chunk in range(1, rounds + 1):
+                    chunks.append(time_loop(s, kimg, chunk))
+                    bare.append(s.measure(n, record=False))
+                    chunks[-1]['ratio'] = bare_ratio = (
+                        chunks[-1]['img_per_s'] * (bare[-2] + bare[-1]) / 2 / TRAINED)
+                    print(f'  loop {s.label} chunk {chunk}/{rounds}: {chunks[-1]["steps_timed"]} '
+                          f'steps {chunks[-1]["step_s"]:.3f} s/step, bare before/after '
+                          f'{bare[-2]:.3f}/{bare[-1]:.3f} s: ratio {bare_ratio:.2f}', flush=True)
+                timed = sum(c['steps_timed'] for c in chunks)
+                seconds = sum(c['seconds'] for c in chunks)
+                loops[key] = {
+                    'chunks': chunks, 'bare_s': bare, 'steps_timed': timed,
+                    'step_s': seconds / timed, 'img_per_s': timed * TRAINED / seconds,
+                    'bare_img_per_s': TRAINED / median(bare),
+                    'ratio': median([c['ratio'] for c in chunks]),
+                    'cpu_util': sum(c['cpu_util'] * c['seconds'] for c in chunks) / seconds}
         peak.measure(peak_reps)
+
+        # XLA on, each beside XLA off of the same shape (off/on ratio per round).
+        xla_off = {}
+        for key in xla:
+            build(key)
+        for r in range(rounds if xla else 0):
+            line = [f'XLA round {r + 1}/{rounds}: load {loadavg()}']
+            for key in xla:
+                s = ours[key]
+                n = steps if s.hw == 32 else 4 * steps
+                off = key[:-3]
+                if off in ours:
+                    xla_off.setdefault(key, []).append(ours[off].measure(n, record=False))
+                    line.append(f'{off} {xla_off[key][-1]:.3f}s')
+                line.append(f'{key} {s.measure(n):.3f}s')
+            print('  ' + ', '.join(line), flush=True)
     finally:
         if not FLAGS.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 
-    report(peak, ours, peers, loops, keys, rounds, round_loads, load_start, started, peer_note)
+    report(peak, ours, peers, loops, xla_off, keys, rounds, round_loads, load_start, started,
+           peer_note)
 
 
-def report(peak, ours, peers, loops, keys, rounds, round_loads, load_start, started, peer_note):
+def report(peak, ours, peers, loops, xla_off, keys, rounds, round_loads, load_start, started,
+           peer_note):
     peak_gflops = median(peak.samples)
     print()
     print(f'fp32 GEMM peak (tf.linalg.matmul {peak.n}x{peak.n}, this process): median '
@@ -471,8 +523,9 @@ def report(peak, ours, peers, loops, keys, rounds, round_loads, load_start, star
               f'{r["of_peak"]:.2f} | {r["cpu_util"]:.2f} |')
     for key, l in loops.items():
         s = ours[key]
-        print(f'| whole loop Trainer.train() {s.label} | off | - | {l["step_s"]:.3f} | - | '
-              f'bare {l["bare_before_s"]:.3f}/{l["bare_after_s"]:.3f} | {l["steps_timed"]} | '
+        print(f'| whole loop Trainer.train() {s.label} | off | - | {l["step_s"]:.3f} | '
+              f'{min(c["step_s"] for c in l["chunks"]):.3f} | bare '
+              f'{"/".join(f"{b:.3f}" for b in l["bare_s"])} | {l["steps_timed"]} | '
               f'{l["img_per_s"]:.1f} | {s.gflop:.2f} | {s.gflop / l["step_s"]:.1f} | '
               f'{s.gflop / l["step_s"] / peak_gflops:.2f} | {l["cpu_util"]:.2f} |')
     if any(not r.get('finite', True) for r in rows.values()):
@@ -496,9 +549,9 @@ def report(peak, ours, peers, loops, keys, rounds, round_loads, load_start, star
         if key in rows:
             r = rows[key]
             pairs = [r['gflop'] / t / p for t, p in zip(r['round_medians_s'], peak.rounds)]
-            goal(f'{r["label"]} step GFLOP/s / GEMM peak', r['of_peak'], target,
-                 f'{r["gflops"]:.1f} / {peak_gflops:.1f} GFLOP/s; per round ' +
-                 ', '.join(f'{p:.2f}' for p in pairs) +
+            goal(f'{r["label"]} step GFLOP/s / GEMM peak (median of per-round ratios)',
+                 median(pairs), target, 'per round ' + ', '.join(f'{p:.2f}' for p in pairs) +
+                 f'; pooled {r["gflops"]:.1f} / {peak_gflops:.1f} GFLOP/s = {r["of_peak"]:.2f}'
                  f'; vs the fastest GEMM {r["gflops"] / max(peak.samples):.2f}')
     for hw, key, target in ((32, '32', GOALS['usb32']), (8, '8s3', None)):
         name = f'USB step / our step, {hw}x{hw}' + ('' if hw == 32 else ' (scales 3)')
@@ -506,23 +559,29 @@ def report(peak, ours, peers, loops, keys, rounds, round_loads, load_start, star
             by_round, pairs = per_round(rows[f'usb{hw}']['round_medians_s'],
                                         rows[key]['round_medians_s'])
             pooled = rows[f'usb{hw}']['median_s'] / rows[key]['median_s']
-            goal(name, pooled, target, 'pooled medians; per round ' +
-                 ', '.join(f'{p:.2f}' for p in pairs))
+            goal(name + ' (median of per-round ratios)', by_round, target, 'per round ' +
+                 ', '.join(f'{p:.2f}' for p in pairs) + f'; pooled medians {pooled:.2f}')
         elif key in rows:
             goal(name, None, target, peer_note or 'USB run failed')
     if 'ref32' in rows and '32' in rows:
         by_round, pairs = per_round(rows['ref32']['round_medians_s'], rows['32']['round_medians_s'])
-        goal('peer tf_reference step / our step, 32x32', rows['ref32']['median_s'] / rows['32']['median_s'],
-             None, 'per round ' + ', '.join(f'{p:.2f}' for p in pairs))
+        goal('peer tf_reference step / our step, 32x32 (median of per-round ratios)', by_round,
+             None, 'per round ' + ', '.join(f'{p:.2f}' for p in pairs) +
+             f'; pooled medians {rows["ref32"]["median_s"] / rows["32"]["median_s"]:.2f}')
     for key in ('32', '8s3'):
         if key in loops:
             l = loops[key]
-            goal(f'whole loop / bare step img/s, {rows[key]["label"]}', l['ratio'], GOALS['loop'],
-                 f'{l["img_per_s"]:.1f} / {l["bare_img_per_s"]:.1f} img/s over {l["steps_timed"]} steps')
+            goal(f'whole loop / bare step img/s, {rows[key]["label"]} (median of per-chunk ratios)',
+                 l['ratio'], GOALS['loop'], 'per chunk ' + ', '.join(
+                     f'{c["ratio"]:.2f}' for c in l['chunks']) + f'; pooled {l["img_per_s"]:.1f} / '
+                 f'{l["bare_img_per_s"]:.1f} img/s over {l["steps_timed"]} steps')
     for off, on in (('32', '32xla'), ('8s3', '8s3xla'), ('8', '8xla')):
-        if off in rows and on in rows:
-            goal(f'XLA off / on step time, {rows[off]["label"]}', rows[off]['median_s'] / rows[on]['median_s'],
-                 None, f'{rows[off]["median_s"]:.3f} s off, {rows[on]["median_s"]:.3f} s on (> 1: XLA faster)')
+        if on in xla_off and on in rows:
+            by_round, pairs = per_round(xla_off[on], rows[on]['round_medians_s'])
+            goal(f'XLA off / on step time, {rows[off]["label"]} (median of per-round ratios)',
+                 by_round, None, 'per round ' + ', '.join(f'{p:.2f}' for p in pairs) +
+                 f'; {median(xla_off[on]):.3f} s off, {rows[on]["median_s"]:.3f} s on, timed '
+                 'after the main rounds (> 1: XLA faster)')
 
     print()
     print('| goal | measured | target | result | detail |')
