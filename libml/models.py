@@ -78,6 +78,9 @@ class BatchNorm(tf.Module):
         return [self.gamma, self.beta, self.moving_mean, self.moving_variance]
 
     def __call__(self, x, training, update_stats=True):
+        """update_stats: True (moving = momentum*moving + (1-momentum)*batch), False (unchanged),
+        or a float scalar tensor f: moving += f * (batch - moving), which with f = b/(n+b) keeps
+        the running mean over images of the batch statistics (`recompute_batch_norm`)."""
         if not training:
             return tf.raw_ops.FusedBatchNormV3(
                 x=x, scale=self.gamma, offset=self.beta, mean=self.moving_mean, variance=self.moving_variance,
@@ -85,19 +88,30 @@ class BatchNorm(tf.Module):
         replica = tf.distribute.get_replica_context()
         if self.sync and replica is not None and replica.num_replicas_in_sync > 1:
             return self._cross_replica(x, replica, update_stats)
-        if not update_stats:
+        if update_stats is False:
             empty = tf.constant([], tf.float32)
             return tf.raw_ops.FusedBatchNormV3(
                 x=x, scale=self.gamma, offset=self.beta, mean=empty, variance=empty,
                 epsilon=BN_EPSILON, data_format='NHWC', is_training=True)[0]
-        # The kernel computes the moving averages itself: outputs 1 and 2 are
-        # (1-f)*moving + f*batch with f = exponential_avg_factor.
+        if update_stats is True:
+            # The kernel computes the moving averages itself: outputs 1 and 2 are
+            # (1-f)*moving + f*batch with f = exponential_avg_factor (an attribute, not a tensor).
+            y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=self.gamma, offset=self.beta, mean=self.moving_mean,
+                variance=self.moving_variance, epsilon=BN_EPSILON,
+                exponential_avg_factor=1.0 - self.momentum, data_format='NHWC', is_training=True)[:3]
+            self.moving_mean.assign(mean)
+            self.moving_variance.assign(variance)
+            return y
+        # A factor given as a tensor: with exponential_avg_factor=1 the kernel returns the batch's
+        # own mean and (unbiased) variance, blended here so one trace serves every factor.
+        empty = tf.constant([], tf.float32)
         y, mean, variance = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=self.gamma, offset=self.beta, mean=self.moving_mean, variance=self.moving_variance,
-            epsilon=BN_EPSILON, exponential_avg_factor=1.0 - self.momentum, data_format='NHWC',
-            is_training=True)[:3]
-        self.moving_mean.assign(mean)
-        self.moving_variance.assign(variance)
+            x=x, scale=self.gamma, offset=self.beta, mean=empty, variance=empty,
+            epsilon=BN_EPSILON, exponential_avg_factor=1.0, data_format='NHWC', is_training=True)[:3]
+        f = tf.cast(update_stats, tf.float32)
+        self.moving_mean.assign_add(f * (mean - self.moving_mean))
+        self.moving_variance.assign_add(f * (variance - self.moving_variance))
         return y
 
     def _cross_replica(self, x, replica, update_stats):
@@ -109,9 +123,9 @@ class BatchNorm(tf.Module):
         mean = total[0] / count
         variance = tf.maximum(total[1] / count - tf.square(mean), 0.0)
         y = tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, BN_EPSILON)
-        if update_stats:
+        if update_stats is not False:
             unbiased = variance * count / tf.maximum(count - 1, 1)
-            f = 1.0 - self.momentum
+            f = 1.0 - self.momentum if update_stats is True else tf.cast(update_stats, tf.float32)
             self.moving_mean.assign(self.moving_mean * (1 - f) + tf.stop_gradient(mean) * f)
             self.moving_variance.assign(self.moving_variance * (1 - f) + tf.stop_gradient(unbiased) * f)
         return y
@@ -225,6 +239,16 @@ class WideResNet(tf.Module):
         return out + [self.dense_kernel]
 
     @property
+    def batch_norms(self):
+        """Every BatchNorm module, in creation order."""
+        return [bn for block in self.blocks for bn in (block.bn1, block.bn2)] + [self.bn_out]
+
+    @property
+    def bn_momentum(self):
+        """Momentum of the batch norms' moving averages."""
+        return self.bn_out.momentum
+
+    @property
     def batch_norm_stats(self):
         """Moving means and variances of every batch norm (non-trainable), in creation order."""
         return list(self.non_trainable_variables)
@@ -233,7 +257,8 @@ class WideResNet(tf.Module):
         """x: float32 [B, H, W, C] with pixel values in [0, 255] -> logits float32 [B, nclass].
 
         training: normalise with batch moments (else with the moving statistics).
-        update_stats: in training mode, also update the moving statistics (a Python bool).
+        update_stats: in training mode, also update the moving statistics: a Python bool, or a
+          float scalar tensor blending factor (see BatchNorm.__call__).
         """
         x = tf.convert_to_tensor(x)
         if x.dtype != tf.float32:
@@ -252,3 +277,25 @@ def build_model(arch, nclass, channels, filters, repeat, scales, seed=0, sync_ba
         raise UserError(f'--arch={arch} is not a known architecture; valid: {", ".join(ARCHS)}.')
     return WideResNet(nclass, channels, filters=filters, repeat=repeat, scales=scales, seed=seed,
                       sync_batch_norm=sync_batch_norm)
+
+
+def recompute_batch_norm(model, images, batch_size=256):
+    """Sets every batch norm's moving statistics to those of `model`'s own activations on `images`.
+
+    images: uint8 or float [N, H, W, C] in [0, 255] (N >= 1). The model runs in training mode over
+    batches of `batch_size`; each batch norm's moving mean and variance become the average, over
+    images, of its batch means and (unbiased) batch variances: the statistics that match the
+    current weights, whatever moving averages the model held before (they are overwritten).
+    Used for the evaluated (EMA) model, whose weights are averages that no batch ever ran through.
+    """
+    images = tf.convert_to_tensor(images)
+    shape = [None] + images.shape[1:].as_list()
+    step = tf.function(lambda x, f: model(tf.cast(x, tf.float32), training=True, update_stats=f),
+                       input_signature=[tf.TensorSpec(shape, images.dtype),
+                                        tf.TensorSpec([], tf.float32)])
+    seen = 0
+    for start in range(0, int(images.shape[0]), batch_size):
+        batch = images[start:start + batch_size]
+        b = int(batch.shape[0])
+        step(batch, tf.constant(b / (seen + b), tf.float32))  # the first batch replaces the old values
+        seen += b

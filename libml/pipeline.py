@@ -166,11 +166,15 @@ def records(part, shape):
     return ds.map(_decoder(shape), num_parallel_calls=AUTOTUNE)
 
 
-def load_arrays(part, shape):
-    """A whole part in memory: (uint8 images [N, H, W, C], int64 labels [N]) numpy arrays."""
+def load_arrays(part, shape, limit=None):
+    """A whole part (or its first `limit` records) in memory: (uint8 images [N, H, W, C], int64
+    labels [N]) numpy arrays."""
     images, labels = [], []
+    ds = records(part, shape)
+    if limit is not None:
+        ds = ds.take(limit)
     try:
-        for batch in records(part, shape).batch(1024).prefetch(2).as_numpy_iterator():
+        for batch in ds.batch(1024).prefetch(2).as_numpy_iterator():
             images.append(batch['image'])
             labels.append(batch['label'])
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:

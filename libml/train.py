@@ -11,7 +11,14 @@ The trainer owns everything else: the distribution strategy, the model and its E
 weight decay, the image clock, checkpoints, TensorBoard, evaluation, and the console.
 
 Order of one update (DESIGN.md): Adam step on the loss; decoupled decay of conv/dense kernels,
-w <- w * (1 - wd*lr); EMA of trainable weights, batch-norm statistics copied.
+w <- w * (1 - wd*lr); EMA of the trainable weights with decay min(ema, (1+t)/(10+t)) after t
+updates (--ema_warmup, as tf.train.ExponentialMovingAverage(num_updates=t)).
+
+The evaluated model is the EMA model. Its batch-norm statistics are set before every evaluation
+and every checkpoint (--bn_stats): by default recomputed from a fixed set of training images
+with the EMA weights themselves, so evaluation, checkpoints, inference and export all see one
+model whose statistics match its weights, at any run length. `--noema_warmup --bn_stats=moving`
+is the original's behaviour (plain EMA, the trained model's moving statistics copied).
 """
 import dataclasses
 import glob
@@ -23,6 +30,7 @@ import time
 import numpy as np
 import tensorflow as tf
 from absl import flags, logging
+from sklearn import metrics as sklearn_metrics
 from tqdm import tqdm
 
 from libml import augment, data, inference, models, pipeline
@@ -38,6 +46,15 @@ flags.DEFINE_float('lr', 0.002, 'Learning rate (Adam).')
 flags.DEFINE_float('wd', 0.02, 'Decoupled weight decay of conv/dense kernels, applied as '
                    'w *= 1 - wd*lr after each step.')
 flags.DEFINE_float('ema', 0.999, 'Exponential moving average decay of the evaluated weights.')
+flags.DEFINE_bool('ema_warmup', True, 'Warm the EMA decay up as min(ema, (1+t)/(10+t)) after t '
+                  'updates, so short runs are not dominated by the initial weights '
+                  '(--noema_warmup: plain decay, as the original).')
+flags.DEFINE_enum('bn_stats', 'recompute', ['recompute', 'debias', 'moving'],
+                  'Batch-norm statistics of the evaluated (EMA) model, set before each evaluation '
+                  'and checkpoint: recompute = from a fixed set of training images (up to '
+                  '4096, un-augmented) with the EMA weights; debias = the trained model\'s moving '
+                  'averages with their start-up bias removed; moving = those averages as they are '
+                  '(the original).')
 flags.DEFINE_integer('train_kimg', 1 << 16, 'Training duration in kibi-images (1024 images).')
 flags.DEFINE_integer('report_kimg', 64, 'Evaluate and report every this many kibi-images.')
 flags.DEFINE_integer('save_kimg', 64, 'Save a checkpoint every this many kibi-images.')
@@ -83,6 +100,10 @@ flags.DEFINE_string('test_record', None, 'Baselines: test records (path, or file
 flags.DEFINE_string('inference_out', '.', 'Folder for {dataset}_pred.npy and {dataset}_pred.csv.')
 
 
+# Images the EMA model's batch-norm statistics are recomputed from (--bn_stats=recompute).
+BN_STATS_IMAGES = 4096
+
+
 class NonFiniteLoss(UserError):
     """Training diverged; the last good checkpoint is kept."""
 
@@ -97,6 +118,8 @@ class Config:
     lr: float = 0.002
     wd: float = 0.02
     ema: float = 0.999
+    ema_warmup: bool = True
+    bn_stats: str = 'recompute'
     train_kimg: int = 1 << 16
     report_kimg: int = 64
     save_kimg: int = 64
@@ -226,28 +249,27 @@ class Checkpoints:
 # ----------------------------------------------------------------------------------------------
 # Evaluation.
 
-def classification_metrics(probs, labels, nclass, class_names=None, prefix=''):
-    """Accuracy (percent), per-class accuracy and macro/weighted precision, recall and F1."""
+def classification_metrics(probs, labels, class_names=None, prefix='accuracy_test'):
+    """Metrics of predictions `probs` [N, K] against `labels` [N], by summary tag.
+
+    Precision, recall and F1, macro and weighted, from sklearn.metrics over the classes present
+    in the labels or the predictions with zero_division=0 (as the original's f1_score(average=
+    'macro')); and, when classes have names, `{prefix}/{name}`: the accuracy (percent) on the
+    images of each class present in the labels, i.e. its recall.
+    """
     pred = probs.argmax(1)
-    confusion = np.zeros((nclass, nclass), np.int64)
-    np.add.at(confusion, (labels, pred), 1)
-    support = confusion.sum(1)
-    predicted = confusion.sum(0)
-    tp = np.diag(confusion).astype(np.float64)
-    precision = np.divide(tp, predicted, out=np.zeros(nclass), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(nclass), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(nclass),
-                   where=precision + recall > 0)
-    present = support > 0
-    weights = support / max(support.sum(), 1)
     metrics = {}
-    for name, values in (('precision', precision), ('recall', recall), ('f1_score', f1)):
-        metrics[f'{name}/macro'] = float(values[present].mean()) if present.any() else 0.0
-        metrics[f'{name}/weighted'] = float((values * weights).sum())
+    for average in ('macro', 'weighted'):
+        p, r, f, _ = sklearn_metrics.precision_recall_fscore_support(
+            labels, pred, average=average, zero_division=0)
+        metrics.update({f'precision/{average}': float(p), f'recall/{average}': float(r),
+                        f'f1_score/{average}': float(f)})
     if class_names:
-        for c, name in enumerate(class_names):
-            if support[c]:
-                metrics[f'{prefix}/{name}'] = 100 * recall[c]
+        present = np.unique(labels)
+        _, recall, _, _ = sklearn_metrics.precision_recall_fscore_support(
+            labels, pred, labels=present, average=None, zero_division=0)
+        for c, value in zip(present, recall):
+            metrics[f'{prefix}/{class_names[c]}'] = 100 * float(value)
     return metrics
 
 
@@ -289,6 +311,11 @@ class Trainer:
                          scales=self.scales, wd=config.wd, ema=config.ema, augment=config.augment)
         if config.seed:
             self.args['seed'] = config.seed
+        # Departures from the defaults name the run (the default runs keep their folder names).
+        if not config.ema_warmup:
+            self.args['ema_warmup'] = False
+        if config.bn_stats != 'recompute':
+            self.args['bn_stats'] = config.bn_stats
         self.run_dir = os.path.join(config.train_dir, dataset.name,
                                     run_name(algorithm.name, self.args))
         self._build()
@@ -310,6 +337,7 @@ class Trainer:
         self.checkpoints = Checkpoints(os.path.join(self.run_dir, 'tf'), self.checkpoint,
                                        cfg.keep_ckpt)
         self._train_step = self._make_train_step()
+        self._stats_updates = None  # the update at which the EMA model's statistics were set
 
     def _make_train_step(self):
         cfg, algorithm, strategy = self.config, self.algorithm, self.strategy
@@ -319,7 +347,6 @@ class Trainer:
         kernels = model.kernels
         decay = 1 - cfg.wd * cfg.lr
         pairs = list(zip(model.trainable_variables, ema_model.trainable_variables))
-        stat_pairs = list(zip(model.batch_norm_stats, ema_model.batch_norm_stats))
 
         def replica_step(batch, images):
             with tf.GradientTape() as tape:
@@ -333,10 +360,14 @@ class Trainer:
             optimizer.apply(grads, variables)
             for k in kernels:
                 k.assign(k * decay)
+            ema = cfg.ema
+            if cfg.ema_warmup:  # t = updates so far, this one included
+                t = tf.cast(optimizer.updates, tf.float32)
+                ema = tf.minimum(ema, (1 + t) / (10 + t))
             for v, e in pairs:
-                e.assign(cfg.ema * e + (1 - cfg.ema) * v)
-            for v, e in stat_pairs:
-                e.assign(v)
+                e.assign(ema * e + (1 - ema) * v)
+            # The EMA model's batch-norm statistics are set by `refresh_ema_stats`, before each
+            # evaluation and checkpoint, not here.
             stats = dict(stats)
             stats.setdefault('losses/overall', loss)
             return stats
@@ -386,8 +417,48 @@ class Trainer:
                                 'is it the right file for this dataset?')
         return sets
 
+    def _batch_norm_images(self, labeled):
+        """The fixed training images the EMA model's batch-norm statistics are recomputed from.
+
+        Up to BN_STATS_IMAGES un-augmented images: the labelled images (a sample seeded by
+        --seed when there are more), then the first unlabelled training images (their file is
+        class-interleaved, and an _aug file starts with the originals), never validation images.
+        """
+        cfg, ds = self.config, self.dataset
+        order = np.random.RandomState(cfg.seed).permutation(len(labeled))[:BN_STATS_IMAGES]
+        parts = [labeled[np.sort(order)]]
+        room = BN_STATS_IMAGES - len(order)
+        if room > 0 and ds.unlabelled is not None:
+            parts.append(pipeline.load_arrays(ds.unlabelled, ds.shape, limit=room)[0])
+        return np.concatenate(parts)
+
+    def refresh_ema_stats(self):
+        """Sets the EMA model's batch-norm statistics for its current weights (--bn_stats).
+
+        Called before every evaluation and checkpoint, so what is evaluated is what is saved
+        (and what inference and export load). Does nothing if already done at this update.
+        """
+        updates = int(self.optimizer.updates.numpy())
+        if self._stats_updates == updates:
+            return
+        if self.config.bn_stats == 'recompute':
+            models.recompute_batch_norm(self.ema_model, self._bn_images, self.config.eval_batch)
+        else:
+            # The trained model's moving averages m_t = momentum^t * m_0 + (1 - momentum^t) * avg
+            # (one update per step, m_0 = 0 for means and 1 for variances); debias removes m_0.
+            bias = self.model.bn_momentum ** updates if self.config.bn_stats == 'debias' else 0.0
+            for bn, ema_bn in zip(self.model.batch_norms, self.ema_model.batch_norms):
+                ema_bn.moving_mean.assign(bn.moving_mean.read_value() / (1 - bias))
+                ema_bn.moving_variance.assign((bn.moving_variance.read_value() - bias) / (1 - bias))
+        self._stats_updates = updates
+
+    def save_checkpoint(self, images):
+        self.refresh_ema_stats()
+        return self.checkpoints.save(images)
+
     def evaluate(self, sets):
         """Accuracies (percent) of the EMA model and the extra metrics, by summary tag."""
+        self.refresh_ema_stats()
         ds, results = self.dataset, {}
         for name, (images, labels) in sets.items():
             probs = inference.predict(self.ema_model, images, self.config.eval_batch)
@@ -396,8 +467,7 @@ class Trainer:
                 picked = probs[np.arange(len(labels)), labels]
                 results['losses/val_loss'] = float(-np.log(np.maximum(picked, 1e-12)).mean())
             if name == 'test':
-                results.update(classification_metrics(probs, labels, ds.nclass, ds.class_names,
-                                                       prefix='accuracy_test'))
+                results.update(classification_metrics(probs, labels, ds.class_names))
         return results
 
     # -- the loop ------------------------------------------------------------------------------
@@ -433,12 +503,8 @@ class Trainer:
                             f'({e.strerror}).') from None
         if not os.access(self.run_dir, os.W_OK):
             raise UserError(f'--train_dir={cfg.train_dir}: {self.run_dir} is not writable.')
-        labelled_count = pipeline._meta(self.dataset.labelled.path)['count']
-        if self.dataset.labelled.exclude_below:
-            labelled_count -= self.dataset.labelled.exclude_below
-        if cfg.batch > labelled_count:
-            raise UserError(f'--batch={cfg.batch} is larger than the {labelled_count} labelled '
-                            f'images of {self.dataset.name}; use --batch={labelled_count} or less.')
+        # A labelled set smaller than the batch is normal (CIFAR-10 with 40 labels, batch 64):
+        # the labelled stream repeats across epochs, so a batch may hold an image twice.
         self.save_args(extra_args or {})
         start = self.restore()
         total = cfg.total_images
@@ -446,6 +512,7 @@ class Trainer:
             print(f'{self.run_dir}: already trained for {start >> 10} kimg (of {total >> 10}).')
             return
         sets = self._eval_sets()
+        self._bn_images = self._batch_norm_images(sets['train_labeled'][0])
         writer = tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf'))
         report, save = cfg.report_kimg << 10, cfg.save_kimg << 10
         batches = iter(self._batches(start))
@@ -473,7 +540,7 @@ class Trainer:
                     steps += 1
                     bar.update(cfg.batch)
                     if images // save > (images - cfg.batch) // save and images < period_end:
-                        self.checkpoints.save(images)
+                        self.save_checkpoint(images)
             results = self.evaluate(sets)
             with writer.as_default(step=images):
                 for k, v in sums.items():
@@ -482,9 +549,9 @@ class Trainer:
                     tf.summary.scalar(k, v)
             writer.flush()
             if images // save > (images - cfg.batch) // save or images >= total:
-                self.checkpoints.save(images)
-            line = '  '.join(f'{results.get(f"accuracy_{n}", float("nan")):.2f}'
-                             for n in ('train_labeled', 'valid', 'test'))
+                self.save_checkpoint(images)
+            line = '  '.join(f'{results[f"accuracy_{n}"]:.2f}' if f'accuracy_{n}' in results
+                             else '-' for n in ('train_labeled', 'valid', 'test'))
             tqdm.write(f'kimg {images >> 10:<6d} accuracy train/valid/test  {line}')
         writer.close()
         return results

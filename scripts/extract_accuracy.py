@@ -52,7 +52,9 @@ def read_scalars(files, tag):
     tags, truncated, order = set(), 0, 0
     for path in files:
         try:
-            for event in tf.compat.v1.train.summary_iterator(path):
+            # TFRecordDataset + the Event proto: summary_iterator is deprecated (and says so).
+            for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                event = tf.compat.v1.Event.FromString(record)
                 for value in event.summary.value:
                     tags.add(value.tag)
                     if value.tag != tag:
