@@ -15,24 +15,26 @@ The folder (`inference_dir`) is either
      numbers the classes of a custom dataset); this is said on the console;
   otherwise it is an error naming the sub-folders that are not classes of the model.
   A folder holding both images and class sub-folders is an error (the labels would be ambiguous).
+  Sub-folders without images are ignored.
 
-Files: PNG and JPEG, by extension in any case (.png .jpg .jpeg); the content decides the
-decoder, so a PNG named .jpg works. Other files (.DS_Store, Thumbs.db, notes) and images that
-cannot be decoded are skipped; both are listed on the console. Hidden folders are skipped.
-
-Row order: the rows of the outputs follow the images' paths relative to `inference_dir`, with
-"/" separators, sorted as Python strings (so `cat/10.png` comes before `cat/2.png`, and upper
-case before lower case). The CSV names each row's file, so no one needs to rebuild this order.
-
-Pixels: every image is converted to the model's channel count (grey -> RGB by copying the grey
-channel, RGB -> grey by luma 0.299 R + 0.587 G + 0.114 B, alpha dropped, palettes expanded,
-16-bit reduced to 8-bit) and, when its size differs from the model's, resized to it as a whole
-(bilinear, antialiased when shrinking, aspect ratio not kept, no crop). Images already of the
-model's size are used exactly as decoded, as in training.
+Files, order and pixels: as every tool of the project, by libml/images.py (its module doc has the
+rules). In short: PNG and JPEG by extension in any case (the content decides the decoder); hidden
+files and folders, `__MACOSX`, `.DS_Store`, `Thumbs.db`, other files and anything that is not a
+regular file (a FIFO named x.png) are skipped; each image's header is read before prediction, and
+images that cannot be decoded or are larger than `max_pixels` (--max_image_pixels, default 40
+megapixels) are skipped. Skipped files are listed on the console.
+Row order: the natural order of the images' paths relative to `inference_dir` ("/" separators,
+folder by folder, digit runs as numbers, case-insensitive: `cat/2.png` before `cat/10.png`), the
+order in which create_datasets.py writes the records of the same folder. The CSV names each row's
+file, so no one needs to rebuild this order.
+Pixels: exactly those create_datasets.py writes for the same file (EXIF orientation applied,
+alpha composited on white, converted to the model's 1 or 3 channels, resized with the one
+filter of libml/images.py only when the size differs from the model's).
 
 Outputs (written atomically, complete or absent), in `out_dir`, by default the current directory
 (the README says the command "generates {dataset}_pred.npy"; the trainer's `--inference_out`
-sets another folder):
+sets another folder), named after the dataset name, which may not contain a path separator or
+"..":
   {dataset}_pred.npy  float32 [N, nclass]: softmax probabilities of the EMA model, rows in the
                       order above;
   {dataset}_pred.csv  columns file, predicted, probability, true: the file relative to
@@ -47,19 +49,14 @@ import re
 import unicodedata
 import weakref
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from libml import models
+from libml import images, models
 from libml.utils import UserError, atomic_output, read_json
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
-# Formats TensorFlow's decode_image reads (MPO: multi-picture JPEG from cameras).
-_DECODABLE_FORMATS = {'PNG', 'JPEG', 'MPO', 'GIF', 'BMP', 'WEBP'}
 _REQUIRED_ARGS = ('arch', 'nclass', 'channels', 'filters', 'repeat', 'scales', 'height', 'width')
 _CKPT_SUFFIX_RE = re.compile(r'\.(index|meta|data-\d+-of-\d+)$')
 _CKPT_NUMBER_RE = re.compile(r'-(\d+)\.index$')
@@ -78,22 +75,6 @@ def _some(items, n=_LISTED, sep=', '):
 
 def _nfc(name):
     return unicodedata.normalize('NFC', name)
-
-
-def _check_image(path):
-    """None if `path` looks like an image TensorFlow decodes, else the reason it does not."""
-    try:
-        with Image.open(path) as im:
-            fmt = im.format
-            im.verify()  # PNG: every chunk and its CRC (catches truncated files); cheap
-    except UnidentifiedImageError:
-        return 'cannot be decoded (not an image)'
-    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-        reason = str(e).replace(str(path), 'the file').splitlines()[0][:80] if str(e) else ''
-        return f'cannot be decoded ({reason or type(e).__name__})'
-    if fmt not in _DECODABLE_FORMATS:
-        return f'{fmt} image, not PNG or JPEG'
-    return None
 
 
 def _folder_labels(folders, class_names, nclass):
@@ -126,148 +107,81 @@ def _folder_labels(folders, class_names, nclass):
     return {f: i for i, f in enumerate(ordered)}, ordered, note
 
 
-def list_images(folder, class_names=None, nclass=None, threads=8):
+def list_images(folder, class_names=None, nclass=None, max_pixels=images.MAX_IMAGE_PIXELS):
     """The images of `folder`, flat or in class sub-folders (rules in the module doc).
 
     class_names, nclass: the model's (to map class folders to class indices); both None maps
     class folders, sorted, to 0, 1, ... (folders named by numbers: to those numbers).
     Returns (paths, labels, class_names, skipped):
-      paths        absolute paths, in the documented row order (relative paths sorted);
+      paths        absolute paths, in the shared natural order (libml/images.py);
       labels       int64 [N] class indices, or None for a flat folder;
       class_names  names of the class indices, or None (flat folder, or unnamed classes);
       skipped      [(path relative to folder, reason)] of the files that are not usable images.
-    Each image's header is checked (PNG chunks and CRCs too), in parallel; an image that passes
-    and still fails to decode is caught by `load_images` or `run_inference`.
+    Each image's header is read (in parallel threads); an image whose header is fine and whose
+    data is not is caught when it is decoded (`load_images`, `predict_files`).
     """
     folder = os.path.normpath(os.path.expanduser(folder))
     if not os.path.isdir(folder):
         what = 'is not a folder' if os.path.exists(folder) else 'does not exist'
         raise UserError(f'image folder {folder} {what}.')
-    skipped, top_images, class_files = [], [], {}
-
-    def is_image_name(name):
-        return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-    with os.scandir(folder) as entries:
-        entries = sorted(entries, key=lambda e: e.name)
-    for entry in entries:
-        if entry.is_dir():
-            if entry.name.startswith('.') or entry.name == '__MACOSX':
-                skipped.append((entry.name + '/', 'hidden folder'))
-                continue
-            files = []
-            for root, dirs, names in os.walk(entry.path):
-                hidden = [d for d in dirs if d.startswith('.')]
-                skipped += [(os.path.relpath(os.path.join(root, d), folder).replace(os.sep, '/') + '/',
-                             'hidden folder') for d in hidden]
-                dirs[:] = [d for d in dirs if not d.startswith('.')]
-                files += [os.path.join(root, n) for n in names]
-            images = [f for f in files if is_image_name(f)]
-            skipped += [(os.path.relpath(f, folder).replace(os.sep, '/'), 'not a PNG or JPEG file')
-                        for f in files if not is_image_name(f)]
-            if images:
-                class_files[entry.name] = images
-        elif is_image_name(entry.name):
-            top_images.append(entry.path)
-        else:
-            skipped.append((entry.name, 'not a PNG or JPEG file'))
-    if top_images and class_files:
-        raise UserError(f'{folder} holds both images ({_some(os.path.basename(p) for p in top_images[:3])}) '
-                        f'and class folders ({_some(sorted(class_files))}): put every image in a '
-                        'class folder, or use a flat folder of images.')
-
-    if class_files:
-        mapping, names, note = _folder_labels(sorted(class_files), class_names, nclass)
+    listing = images.list_images(folder)
+    top_images = [rel for rel in listing.images if '/' not in rel]
+    class_folders = list(dict.fromkeys(images.class_of(rel, numbered_names=False)
+                                       for rel in listing.images if '/' in rel))
+    if top_images and class_folders:
+        raise UserError(f'{folder} holds both images ({_some(top_images[:3])}) and class folders '
+                        f'({_some(sorted(class_folders))}): put every image in a class folder, or '
+                        'use a flat folder of images.')
+    names = None
+    if class_folders:
+        mapping, names, note = _folder_labels(sorted(class_folders), class_names, nclass)
         if note:
             print(f'{folder}: {note}.')
-        candidates = [(p, mapping[c]) for c, files in class_files.items() for p in files]
-    else:
-        names = None
-        candidates = [(p, -1) for p in top_images]
-    rel = lambda p: os.path.relpath(p, folder).replace(os.sep, '/')
-    candidates.sort(key=lambda pl: rel(pl[0]))
-    with ThreadPoolExecutor(threads) as pool:
-        problems = list(pool.map(_check_image, [p for p, _ in candidates]))
-    paths, labels = [], []
-    for (path, label), problem in zip(candidates, problems):
-        if problem:
-            skipped.append((rel(path), problem))
+    infos = images.probe_all([listing.path(rel) for rel in listing.images], max_pixels,
+                             upright=False)
+    skipped, paths, labels = list(listing.skipped), [], []
+    for rel, info in zip(listing.images, infos):
+        if isinstance(info, images.ImageError):
+            skipped.append((rel, str(info)))
         else:
-            paths.append(os.path.abspath(path))
-            labels.append(label)
-    skipped.sort()
-    labels = np.array(labels, np.int64) if class_files else None
+            paths.append(listing.path(rel))
+            labels.append(mapping[images.class_of(rel, numbered_names=False)]
+                          if class_folders else -1)
+    skipped.sort(key=lambda item: images.natural_key(item[0]))
+    labels = np.array(labels, np.int64) if class_folders else None
     return paths, labels, names, skipped
 
 
 # ----------------------------------------------------------------------------------------------
-# Decoding.
+# Decoding (libml/images.py), batched for the model.
 
-def _to_channels(img, channels):
-    """uint8 [h, w, n] with n in 1..4 (grey, grey+alpha, RGB, RGBA) -> uint8 [h, w, channels]."""
-    n = tf.shape(img)[2]
-    colour = 1 if channels in (1, 2) else 3
-    if colour == 1:
-        def luma():
-            rgb = tf.cast(img[..., :3], tf.float32)
-            y = tf.reduce_sum(rgb * tf.constant([0.299, 0.587, 0.114]), -1, keepdims=True)
-            return tf.cast(tf.round(y), tf.uint8)
-        out = tf.cond(n >= 3, luma, lambda: img[..., :1])
-    else:
-        out = tf.cond(n >= 3, lambda: img[..., :3], lambda: tf.tile(img[..., :1], [1, 1, 3]))
-    if channels in (2, 4):  # a model trained with an alpha channel: keep it, or opaque
-        opaque = lambda: tf.fill(tf.shape(img[..., :1]), tf.constant(255, tf.uint8))
-        alpha = tf.cond(tf.equal(n % 2, 0), lambda: img[..., -1:], opaque)
-        out = tf.concat([out, alpha], 2)
-    return out
+def _pixel_batches(paths, height, width, channels, batch_size, max_pixels):
+    """(tf.data of (row indices int64 [b], float32 images [b, H, W, C]), {row: reason}).
 
-
-def _decoder(height, width, channels):
-    """(index, path) -> (index, uint8 [height, width, channels])."""
-    def decode(index, path):
-        img = tf.io.decode_image(tf.io.read_file(path), dtype=tf.uint8, expand_animations=False)
-        img = _to_channels(img, channels)
-        size = tf.shape(img)[:2]
-
-        def resize():
-            out = tf.image.resize(tf.cast(img, tf.float32), [height, width], 'bilinear', antialias=True)
-            return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
-
-        same = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
-        img = tf.cond(same, lambda: img, resize)
-        return index, tf.ensure_shape(img, [height, width, channels])
-    return decode
-
-
-def _image_batches(paths, height, width, channels, batch_size):
-    """tf.data of (row indices int64 [b], float32 images [b, H, W, C]) decoded in parallel.
-
-    Images that fail to decode are dropped (their indices are missing from the batches).
+    Images are decoded in parallel ahead of the consumer; those that cannot be used are left
+    out (their rows are missing from the batches, their reasons in the dict once iterated).
     """
-    names = np.array([os.fsencode(p) for p in paths], dtype=object)  # any file name, as bytes
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths), dtype=np.int64), names))
-    ds = ds.map(_decoder(height, width, channels), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
-    ds = ds.ignore_errors()
-    ds = ds.batch(batch_size).map(lambda i, x: (i, tf.cast(x, tf.float32)))
-    return ds.prefetch(2)
+    ds, failures = images.pixel_dataset(paths, height, width, channels, max_pixels)
+    ds = ds.batch(batch_size).map(lambda rows, x: (rows, tf.cast(x, tf.float32)))
+    return ds.prefetch(2), failures
 
 
-def load_images(paths, height, width, channels, batch_size=256):
-    """Decodes `paths` in parallel -> uint8 [N, height, width, channels], rows in `paths` order.
+def load_images(paths, height, width, channels, batch_size=256,
+                max_pixels=images.MAX_IMAGE_PIXELS):
+    """Decodes `paths` in parallel -> uint8 [N, height, width, channels], rows in `paths` order:
+    the very pixels `predict_files` feeds the model (libml/images.py).
 
-    Channels converted and sizes changed as the module doc says. A file that cannot be decoded
-    is a UserError naming it (`list_images` has already left out most such files).
+    A file that cannot be decoded is a UserError naming it (`list_images` has already left out
+    most such files).
     """
     out = np.zeros([len(paths), height, width, channels], np.uint8)
-    seen = np.zeros(len(paths), bool)
     if paths:
-        for index, images in _image_batches(paths, height, width, channels, batch_size):
-            index = index.numpy()
-            out[index] = images.numpy().astype(np.uint8)
-            seen[index] = True
-    if not seen.all():
-        raise UserError(f'cannot decode {_some(np.array(paths)[~seen])}.')
+        batches, failures = _pixel_batches(paths, height, width, channels, batch_size, max_pixels)
+        for rows, pixels in batches:
+            out[rows.numpy()] = pixels.numpy().astype(np.uint8)
+        if failures:
+            raise UserError('cannot decode ' + _some(
+                f'{paths[row]} ({reason})' for row, reason in sorted(failures.items())) + '.')
     return out
 
 
@@ -331,9 +245,24 @@ def read_run_args(run_dir):
     if missing:
         raise UserError(f'{path} lacks {", ".join(missing)}: it was not written by this version '
                         'of the trainer.')
-    if not 1 <= int(args['channels']) <= 4:
-        raise UserError(f'{path}: models of {args["channels"]} channels are not supported (1 to 4).')
+    if int(args['channels']) not in images.MODEL_CHANNELS:
+        raise UserError(f'{path}: models of {args["channels"]} channels are not supported (1 or '
+                        '3, what create_datasets.py writes).')
     return args
+
+
+def check_output_name(name, where='--dataset'):
+    """`name`, checked to be safe as the stem of the output files {name}_pred.npy/.csv.
+
+    Outputs go inside the output folder only: a name with a path separator or ".." (e.g.
+    `--dataset=../escape/x`) is a UserError naming `where` (a flag or a file).
+    """
+    separators = {'/', '\\', os.sep, os.altsep} - {None}
+    if not name or '..' in name or '\0' in name or any(s in name for s in separators):
+        raise UserError(f'{where}={name}: a dataset name may not be empty or contain "/", "\\" or '
+                        '"..": the outputs {dataset}_pred.npy and .csv are written inside '
+                        '--inference_out.')
+    return name
 
 
 def _describe(args):
@@ -413,30 +342,31 @@ def probability_function(model, height, width, channels, jit_compile=False):
     return cache[key]
 
 
-def predict(model, images, batch_size=256):
+def predict(model, pixels, batch_size=256):
     """Softmax probabilities float32 [N, nclass] of images [N, H, W, C] (uint8 or float in [0, 255]).
 
-    `images` may also be a tf.data.Dataset of such batches (e.g. decoded in parallel while the
+    `pixels` may also be a tf.data.Dataset of such batches (e.g. decoded in parallel while the
     model runs). Batches go through one traced tf.function, whatever the last batch's size.
     """
-    if isinstance(images, tf.data.Dataset):
-        shape = images.element_spec.shape
+    if isinstance(pixels, tf.data.Dataset):
+        shape = pixels.element_spec.shape
         fn = probability_function(model, *shape[1:].as_list())
-        out = [fn(tf.cast(x, tf.float32)).numpy() for x in images]
+        out = [fn(tf.cast(x, tf.float32)).numpy() for x in pixels]
     else:
-        images = np.asarray(images)
-        if images.ndim != 4:
-            raise ValueError(f'images must be [N, H, W, C], not {list(images.shape)}.')
-        fn = probability_function(model, *images.shape[1:])
-        out = [fn(tf.constant(images[i:i + batch_size], tf.float32)).numpy()
-               for i in range(0, len(images), batch_size)]
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 4:
+            raise ValueError(f'images must be [N, H, W, C], not {list(pixels.shape)}.')
+        fn = probability_function(model, *pixels.shape[1:])
+        out = [fn(tf.constant(pixels[i:i + batch_size], tf.float32)).numpy()
+               for i in range(0, len(pixels), batch_size)]
     if not out:
         return np.zeros([0, int(getattr(model, 'nclass', 0))], np.float32)
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def predict_files(model, paths, height, width, channels, batch_size=256, progress=True):
-    """Decodes `paths` (in parallel, ahead of the model) and predicts them.
+def predict_files(model, paths, height, width, channels, batch_size=256, progress=True,
+                  max_pixels=images.MAX_IMAGE_PIXELS):
+    """Decodes `paths` (in parallel, ahead of the model; libml/images.py) and predicts them.
 
     Returns (probabilities float32 [M, nclass], rows int64 [M]): `rows` are the indices into
     `paths` of the images that decoded (M <= N, order kept).
@@ -446,8 +376,9 @@ def predict_files(model, paths, height, width, channels, batch_size=256, progres
     with tqdm(total=len(paths), unit='img', desc='predicting', leave=False, dynamic_ncols=True,
               disable=not progress) as bar:
         if paths:
-            for index, images in _image_batches(paths, height, width, channels, batch_size):
-                probs.append(fn(images).numpy())
+            batches, _ = _pixel_batches(paths, height, width, channels, batch_size, max_pixels)
+            for index, pixels in batches:
+                probs.append(fn(pixels).numpy())
                 rows.append(index.numpy())
                 bar.update(len(rows[-1]))
     if not probs:
@@ -460,43 +391,52 @@ def _class_label(index, class_names):
 
 
 def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_size=256,
-                  progress=True):
+                  progress=True, max_pixels=images.MAX_IMAGE_PIXELS):
     """Predicts every image of `inference_dir` with the EMA weights of checkpoint `ckpt`.
 
     ckpt: RUN/tf/model.ckpt-NNNNNNNN, RUN/tf or RUN (its newest checkpoint).
     out_dir: where {dataset_name}_pred.npy and .csv go; None = the current directory.
-    dataset_name: None = the run's dataset (args.json "dataset").
+    dataset_name: None = the run's dataset (args.json "dataset"); given, it is --dataset's value
+    (a name with a path separator or ".." is a UserError naming --dataset).
+    max_pixels: larger images are skipped (libml/images.py; --max_image_pixels).
     Prints the skipped files, the accuracy when the folder has class sub-folders, and where the
     outputs are. Returns {'accuracy': percent or None, 'n': rows, 'npy': path, 'csv': path,
     'skipped': [(file, reason)], 'checkpoint': prefix}.
     """
     prefix, run_dir = resolve_checkpoint(ckpt)
     args = read_run_args(run_dir)
+    if dataset_name:
+        check_output_name(dataset_name, '--dataset')
+    elif args.get('dataset'):
+        dataset_name = check_output_name(
+            args['dataset'], f'"dataset" of {os.path.join(run_dir, "args", "args.json")}')
+    else:
+        dataset_name = check_output_name(os.path.basename(run_dir), 'the run folder')
     h, w, c, nclass = (int(args[k]) for k in ('height', 'width', 'channels', 'nclass'))
     run_names = args.get('class_names') or None
-    paths, labels, folder_names, skipped = list_images(inference_dir, run_names, nclass)
+    root = os.path.abspath(os.path.expanduser(inference_dir))
+    rel = lambda path: os.path.relpath(path, root).replace(os.sep, '/')
+    paths, labels, folder_names, skipped = list_images(root, run_names, nclass, max_pixels)
     if not paths:
         listed = f' (skipped {_some(f"{f}: {r}" for f, r in skipped)})' if skipped else ''
-        raise UserError(f'no PNG or JPEG images in {os.path.abspath(inference_dir)}{listed}.')
-    dataset_name = dataset_name or args.get('dataset') or os.path.basename(run_dir)
+        raise UserError(f'no PNG or JPEG images in {root}{listed}.')
     out_dir = os.path.abspath(out_dir or '.')
 
     model = _restore(prefix, args)
-    print(f'Predicting {len(paths)} images of {os.path.abspath(inference_dir)} with the EMA '
-          f'weights of {prefix} ({_describe(args)}).')
-    probs, rows = predict_files(model, paths, h, w, c, batch_size, progress)
+    print(f'Predicting {len(paths)} images of {root} with the EMA weights of {prefix} '
+          f'({_describe(args)}).')
+    probs, rows = predict_files(model, paths, h, w, c, batch_size, progress, max_pixels)
     if len(rows) < len(paths):
         failed = sorted(set(range(len(paths))) - set(rows.tolist()))
-        root = os.path.abspath(inference_dir)
-        skipped += [(os.path.relpath(paths[i], root).replace(os.sep, '/'), 'cannot be decoded')
-                    for i in failed]
+        skipped += [(rel(paths[i]), 'cannot be decoded') for i in failed]
         paths = [paths[i] for i in rows]
         labels = labels[rows] if labels is not None else None
+    skipped.sort(key=lambda item: images.natural_key(item[0]))
     if skipped:
         print(f'Skipped {len(skipped)} file(s): '
-              + _some((f'{f}: {r}' for f, r in sorted(skipped)), sep='; ') + '.')
+              + _some((f'{f}: {r}' for f, r in skipped), sep='; ') + '.')
     if not paths:
-        raise UserError(f'none of the images in {os.path.abspath(inference_dir)} could be decoded.')
+        raise UserError(f'none of the images in {root} could be decoded.')
 
     names = run_names or folder_names
     predicted = probs.argmax(1)
@@ -515,17 +455,15 @@ def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_si
     with atomic_output(npy_path) as tmp:
         with open(tmp, 'wb') as f:  # np.save(path) would add a second ".npy" to the temporary name
             np.save(f, probs.astype(np.float32))
-    root = os.path.abspath(inference_dir)
     with atomic_output(csv_path) as tmp:
         with open(tmp, 'w', newline='', encoding='utf-8') as f:
             writer = csv.writer(f)
             writer.writerow(['file', 'predicted', 'probability', 'true'])
             for i, path in enumerate(paths):
                 true = _class_label(int(labels[i]), names) if labels is not None else ''
-                writer.writerow([os.path.relpath(path, root).replace(os.sep, '/'),
-                                 _class_label(int(predicted[i]), names),
+                writer.writerow([rel(path), _class_label(int(predicted[i]), names),
                                  f'{probs[i, predicted[i]]:.6f}', true])
-    print(f'Predictions ({len(paths)} x {probs.shape[1]} probabilities, rows sorted by file path): '
-          f'{npy_path}\nPer file: {csv_path}')
+    print(f'Predictions ({len(paths)} x {probs.shape[1]} probabilities, rows in natural file '
+          f'order): {npy_path}\nPer file: {csv_path}')
     return {'accuracy': accuracy, 'n': len(paths), 'npy': npy_path, 'csv': csv_path,
-            'skipped': sorted(skipped), 'checkpoint': prefix}
+            'skipped': skipped, 'checkpoint': prefix}

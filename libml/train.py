@@ -33,7 +33,7 @@ from absl import flags, logging
 from sklearn import metrics as sklearn_metrics
 from tqdm import tqdm
 
-from libml import augment, data, inference, models, pipeline
+from libml import augment, data, images, inference, models, pipeline
 from libml.utils import UserError, atomic_output, read_json, write_json
 
 FLAGS = flags.FLAGS
@@ -98,6 +98,9 @@ flags.DEFINE_string('train_record', None, 'Baselines: training records (path, or
 flags.DEFINE_string('test_record', None, 'Baselines: test records (path, or file name in $ML_DATA); '
                     'default NAME-test.tfrecord.')
 flags.DEFINE_string('inference_out', '.', 'Folder for {dataset}_pred.npy and {dataset}_pred.csv.')
+flags.DEFINE_integer('max_image_pixels', images.MAX_IMAGE_PIXELS, 'Inference: images larger than '
+                     'this many pixels (width x height) are skipped, from their header, before '
+                     'decoding.', lower_bound=1)
 
 
 # Images the EMA model's batch-norm statistics are recomputed from (--bn_stats=recompute).
@@ -584,4 +587,4 @@ def inference_from_flags(flag_values):
         raise UserError('--perform_inference needs --inference_dir=FOLDER and '
                         '--inference_ckpt=RUN/tf/model.ckpt-NNNNNNNN (or a run folder).')
     return inference.run_inference(fv.inference_ckpt, fv.inference_dir, fv.inference_out,
-                                   fv.dataset, fv.eval_batch)
+                                   fv.dataset, fv.eval_batch, max_pixels=fv.max_image_pixels)

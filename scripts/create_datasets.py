@@ -36,15 +36,22 @@ custom: --traindir and --testdir hold one sub-folder per class (nested folders i
 folder are fine); an image placed directly in them must be named {n}_{class}.ext (as
 scripts/rename_files.py names them) and gets that class. Class names: the sorted union of the
 training classes; the test set must have the same classes. --unlabeldir is searched recursively
-(folders ignored, label -1). Accepted: .png .jpg .jpeg in any letter case; hidden files and other
-files (.DS_Store, Thumbs.db...) are ignored. Images are turned upright from their EXIF orientation.
-Channels: 1 if every image is greyscale (1-bit, 8-bit or 16-bit grey, with or without alpha), else
-3 (grey images are replicated, palette/CMYK images converted to RGB). Transparent pixels are
-composited onto white; 16-bit values are scaled to 8 bits. All images must have one size, or pass
---img_size=S to resize every image to SxS (bicubic, aspect ratio not kept). Images that cannot be
-decoded are an error listing them, or are left out with --skip_bad_images. Records follow the
-natural order of their paths (img2 before img10). Without --unlabeldir, a {name}-unlabeled file
-left by an earlier run is removed (create_split would pick it up).
+(folders ignored, label -1). The three folders must be distinct and none inside another.
+Which files, in which order, and their pixels follow libml/images.py, the module inference uses
+too, so a model sees the same pixels for the same file in training and in prediction:
+.png .jpg .jpeg in any letter case, regular files only (a FIFO named x.png is skipped); hidden
+files and folders, __MACOSX, .DS_Store, Thumbs.db, desktop.ini and other files are ignored.
+Images are turned upright from their EXIF orientation. Channels: 1 if every image is greyscale
+(1-bit, 8-bit or 16-bit grey, with or without alpha), else 3 (grey images are replicated,
+palette/CMYK images converted to RGB). Transparent pixels are composited onto white; 16-bit
+grey is scaled to 8 bits by round(v/257). All images must have one size, or pass --img_size=S to
+resize every image to SxS (bilinear, antialiased when shrinking, aspect ratio not kept; images
+already SxS are kept as they are). An image larger than --max_image_pixels (default 40
+megapixels) is refused from its header before anything is decoded. Images that cannot be decoded
+(or are too large) are an error listing them, or are left out with --skip_bad_images. Records
+follow the natural order of their paths relative to the folder (img2 before img10, folder by
+folder). Without --unlabeldir, a {name}-unlabeled file left by an earlier run is removed
+(create_split would pick it up).
 """
 import os
 import sys
@@ -53,7 +60,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import libml  # noqa: E402,F401  (sets TensorFlow's environment defaults before TF is imported)
 
 import collections  # noqa: E402
-import concurrent.futures  # noqa: E402
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import functools  # noqa: E402
@@ -62,7 +68,6 @@ import http.client  # noqa: E402
 import importlib  # noqa: E402
 import io  # noqa: E402
 import pickle  # noqa: E402
-import re  # noqa: E402
 import struct  # noqa: E402
 import tarfile  # noqa: E402
 import urllib.error  # noqa: E402
@@ -71,17 +76,17 @@ import zlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 from absl import flags, logging  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from libml import data, utils  # noqa: E402
+from libml import data, images, utils  # noqa: E402
 from libml.utils import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
 
 PUBLIC = ('digits', 'cifar10', 'cifar100', 'svhn', 'stl10')
 SUBSETS = PUBLIC + ('custom',)
-CUSTOM_FLAGS = ('name', 'traindir', 'testdir', 'unlabeldir', 'img_size', 'skip_bad_images')
+CUSTOM_FLAGS = ('name', 'traindir', 'testdir', 'unlabeldir', 'img_size', 'skip_bad_images',
+                'max_image_pixels')
 
 # Images encoded and written per step: bounds memory for the big streamed files (SVHN extra,
 # STL-10 unlabeled) while keeping TensorFlow's per-call overhead negligible.
@@ -102,7 +107,11 @@ def define_flags():
     flags.DEFINE_integer('img_size', None, 'custom: resize every image to this many pixels '
                          'square (needed when the images have different sizes).', lower_bound=1)
     flags.DEFINE_bool('skip_bad_images', False,
-                      'custom: leave out images that cannot be decoded (else it is an error).')
+                      'custom: leave out images that cannot be decoded or are larger than '
+                      '--max_image_pixels (else it is an error).')
+    flags.DEFINE_integer('max_image_pixels', images.MAX_IMAGE_PIXELS,
+                         'custom: refuse images larger than this many pixels (width x height), '
+                         'from their header, before decoding.', lower_bound=1)
     flags.DEFINE_string('archive_dir', None, 'Where the public archives are read from and '
                         'downloaded to (default: $ML_DATA/downloads).')
 
@@ -657,40 +666,15 @@ def create_digits(root, archive_dir=None):
 
 
 # ----------------------------------------------------------------------------------------------
-# custom: folders of images.
+# custom: folders of images. Listing, order and pixels: libml/images.py, shared with inference.
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
-_FLAT_NAME = re.compile(r'\d+_(.+)')
-_GREY_MODES = ('1', 'L', 'LA', 'La', 'I', 'F') + tuple(f'I;16{s}' for s in ('', 'L', 'B', 'N'))
-
-
-def natural_key(text):
-    """Sorts img2 before img10."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r'(\d+)', text)], text
-
-
-def _visible(name):
-    return not name.startswith('.')  # hidden files, and macOS's ._x.png resource forks
-
-
-def list_images(folder):
-    """Image files under `folder` (recursively), in natural order; also the ignored files."""
-    images, ignored = [], []
-    for parent, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if _visible(d)]
-        for f in files:
-            path = os.path.join(parent, f)
-            is_image = _visible(f) and f.lower().endswith(IMAGE_EXTENSIONS)
-            (images if is_image else ignored).append(path)
-    return sorted(images, key=lambda p: natural_key(os.path.relpath(p, folder))), ignored
-
-
-def _warn_ignored(ignored, folder):
-    junk = {'.ds_store', 'thumbs.db', 'desktop.ini'}
-    others = [p for p in ignored if os.path.basename(p).lower() not in junk
-              and _visible(os.path.basename(p))]
+def _warn_ignored(skipped, folder):
+    """Warns about the files passed over that may have been meant as images."""
+    quiet = (images.HIDDEN, images.MACOS_FOLDER)
+    others = [f'{rel} ({reason})' for rel, reason in skipped if reason not in quiet
+              and os.path.basename(rel).lower() not in images.SYSTEM_FILES]
     if others:
-        logging.warning('ignored %d file(s) in %s that are not .png/.jpg/.jpeg, e.g. %s',
+        logging.warning('ignored %d file(s) in %s that are not usable images, e.g. %s',
                         len(others), folder, others[0])
 
 
@@ -701,29 +685,39 @@ def _require_dir(folder, flag):
         raise UserError(f'{flag}={folder}: no such folder.')
 
 
+def check_folders(traindir, testdir, unlabeldir=None):
+    """Refuses folders that are the same or inside one another: test images would be trained on
+    (or counted twice), unlabelled images would include labelled ones."""
+    given = [(flag, folder) for flag, folder in (('--traindir', traindir), ('--testdir', testdir),
+                                                 ('--unlabeldir', unlabeldir)) if folder]
+    real = {flag: os.path.realpath(folder) for flag, folder in given}
+    for i, (a, a_dir) in enumerate(given):
+        for b, b_dir in given[i + 1:]:
+            if real[a] == real[b]:
+                raise UserError(f'{a}={a_dir} and {b}={b_dir} are the same folder; give each '
+                                'part its own folder.')
+            for (inner, inner_dir), (outer, outer_dir) in (((a, a_dir), (b, b_dir)),
+                                                           ((b, b_dir), (a, a_dir))):
+                if os.path.commonpath([real[inner], real[outer]]) == real[outer]:
+                    raise UserError(f'{inner}={inner_dir} is inside {outer}={outer_dir}: its '
+                                    f'images would also be read as {outer} images; give each '
+                                    'part its own folder, side by side.')
+
+
 def scan_labelled(folder, flag):
     """[(path, class name)] of a train/test folder: class sub-folders, or flat {n}_{class}.ext."""
     _require_dir(folder, flag)
-    items, empty, unnamed, ignored = [], [], [], []
-    for entry in sorted(os.scandir(folder), key=lambda e: natural_key(e.name)):
-        if not _visible(entry.name):
-            continue
-        if entry.is_dir():
-            images, skipped = list_images(entry.path)
-            ignored += skipped
-            if not images:
-                empty.append(entry.name)
-            items += [(p, entry.name) for p in images]
-        elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
-            match = _FLAT_NAME.fullmatch(os.path.splitext(entry.name)[0])
-            if match:
-                items.append((entry.path, match.group(1)))
-            else:
-                unnamed.append(entry.name)
+    listing = images.list_images(folder)
+    _warn_ignored(listing.skipped, folder)
+    items, unnamed = [], []
+    for rel in listing.images:
+        cls = images.class_of(rel)
+        if cls is None:
+            unnamed.append(rel)
         else:
-            ignored.append(entry.path)
-    _warn_ignored(ignored, folder)
-    if empty:
+            items.append((listing.path(rel), cls))
+    used = {images.class_of(rel, numbered_names=False) for rel in listing.images}
+    if empty := [f for f in listing.folders if f not in used]:
         raise UserError(f'{flag}={folder}: class folder(s) without images: {", ".join(empty)}; '
                         'add images or remove them.')
     if unnamed:
@@ -737,11 +731,11 @@ def scan_labelled(folder, flag):
 
 def scan_unlabeled(folder, flag='--unlabeldir'):
     _require_dir(folder, flag)
-    images, ignored = list_images(folder)
-    _warn_ignored(ignored, folder)
-    if not images:
+    listing = images.list_images(folder)
+    _warn_ignored(listing.skipped, folder)
+    if not listing.images:
         raise UserError(f'{flag}={folder} holds no .png/.jpg/.jpeg images.')
-    return images
+    return [listing.path(rel) for rel in listing.images]
 
 
 def _some(names, limit=5):
@@ -752,6 +746,7 @@ def _some(names, limit=5):
 
 def custom_plan(traindir, testdir, unlabeldir):
     """Class names, and {part: [(path, label)]} for train, test and (optionally) unlabeled."""
+    check_folders(traindir, testdir, unlabeldir)
     train = scan_labelled(traindir, '--traindir')
     test = scan_labelled(testdir, '--testdir')
     names = sorted({c for _, c in train})
@@ -769,59 +764,15 @@ def custom_plan(traindir, testdir, unlabeldir):
     return names, parts
 
 
-def probe_image(path):
-    """(upright width x height, is grey) from the header alone, or (None, error)."""
-    try:
-        with Image.open(path) as im:
-            width, height = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF: rotated by 90 degrees
-                width, height = height, width
-            return (width, height), im.mode in _GREY_MODES
-    # Pillow reports damaged files with many exception types; any of them means "unreadable".
-    except Exception as e:  # noqa: BLE001
-        return None, f'{type(e).__name__}: {e}'
-
-
-def _to_8bit(im):
-    """16-bit and float grey -> 8-bit grey (scaled, not clipped)."""
-    values = np.asarray(im)
-    if im.mode == 'F':
-        values = np.clip(values, 0, 255)
-    else:
-        values = values / 257.0
-    return Image.fromarray(np.round(values).astype(np.uint8), 'L')
-
-
-def load_image(path, size, channels):
-    """Decodes an image to uint8 [H, W, channels] of `size` (width, height); raises if bad."""
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        if im.mode.startswith('I') or im.mode == 'F':
-            im = _to_8bit(im)
-        target = 'L' if channels == 1 else 'RGB'
-        if 'A' in im.mode or 'a' in im.mode or 'transparency' in im.info:
-            rgba = im.convert('RGBA')
-            im = Image.alpha_composite(Image.new('RGBA', im.size, 'white'), rgba)
-        im = im.convert(target)
-        if im.size != size:
-            im = im.resize(size, Image.Resampling.BICUBIC)
-        pixels = np.array(im, dtype=np.uint8)
-    return pixels.reshape(size[1], size[0], channels)
-
-
-def _try_load(path, size, channels):
-    try:
-        return load_image(path, size, channels), None
-    except Exception as e:  # noqa: BLE001  (as in probe_image)
-        return None, f'{type(e).__name__}: {e}'
-
-
 def common_format(probes, img_size):
-    """(size, channels) every image is converted to; errors name two files of different sizes."""
+    """(size, channels) every image is converted to; errors name two files of different sizes.
+
+    probes: {path: images.ImageInfo}. Channels: 1 if every image is grey, else 3.
+    """
     sizes = collections.defaultdict(list)
-    for path, (size, _) in probes.items():
-        sizes[size].append(path)
-    channels = 1 if all(grey for _, grey in probes.values()) else 3
+    for path, info in probes.items():
+        sizes[info.width, info.height].append(path)
+    channels = 1 if all(info.grey for info in probes.values()) else 3
     if img_size:
         return (img_size, img_size), channels
     if len(sizes) > 1:
@@ -831,59 +782,64 @@ def common_format(probes, img_size):
     return next(iter(sizes)), channels
 
 
-def decode_chunks(items, size, channels, pool, bad):
-    """Streams (images, labels) of `items` decoded in parallel; unreadable ones go to `bad`."""
-    for start in range(0, len(items), CHUNK):
-        chunk = items[start:start + CHUNK]
-        results = pool.map(lambda item: _try_load(item[0], size, channels), chunk)
-        images, labels = [], []
-        for (path, label), (pixels, error) in zip(chunk, results):
-            if error:
-                bad.append((path, error))
-            else:
-                images.append(pixels)
-                labels.append(label)
-        if images:
-            yield np.stack(images), np.array(labels, np.int64)
+def decode_chunks(items, size, channels, bad, max_pixels=images.MAX_IMAGE_PIXELS):
+    """Streams (images uint8 [n, H, W, C], labels [n]) of `items` [(path, label)], CHUNK at a
+    time, decoded in parallel ahead of the writer; unreadable ones go to `bad`."""
+    paths = [path for path, _ in items]
+    labels = np.array([label for _, label in items], np.int64)
+    ds, failures = images.pixel_dataset(paths, size[1], size[0], channels, max_pixels)
+    for rows, pixels in ds.batch(CHUNK).as_numpy_iterator():
+        yield pixels, labels[rows]
+    bad += [(paths[row], reason) for row, reason in sorted(failures.items())]
 
 
 def create_custom(root, name, traindir, testdir, unlabeldir=None, img_size=None,
-                  skip_bad_images=False):
+                  skip_bad_images=False, max_image_pixels=images.MAX_IMAGE_PIXELS):
     """Writes {name}-train/test(/unlabeled) from folders of images: all of them or none."""
     data.check_name(name)
     names, parts = custom_plan(traindir, testdir, unlabeldir)
-    pool = concurrent.futures.ThreadPoolExecutor(min(16, 2 * (os.cpu_count() or 1)))
-    try:  # threads pay: Pillow decodes with the GIL released
-        good, bad = probe_all([p for items in parts.values() for p, _ in items], pool)
-        size, channels = common_format(good, img_size)
-        writers = {}
-        with contextlib.ExitStack() as stack:  # all files are kept, or none
-            for part, items in parts.items():
-                writers[part] = stack.enter_context(data.RecordWriter(
-                    data.record_path(name, part, root), (size[1], size[0], channels),
-                    class_names=names))
-                items = [item for item in items if item[0] in good]
-                fill(writers[part], decode_chunks(items, size, channels, pool, bad), len(items))
-            _check_bad(bad, skip_bad_images)
-            _check_counts(writers, names)
-    finally:
-        pool.shutdown(cancel_futures=True)  # on Ctrl-C, do not wait for queued images
+    good, bad = probe_all([p for items in parts.values() for p, _ in items], max_image_pixels,
+                          skip_bad_images)
+    size, channels = common_format(good, img_size)
+    writers = {}
+    with contextlib.ExitStack() as stack:  # all files are kept, or none
+        for part, items in parts.items():
+            writers[part] = stack.enter_context(data.RecordWriter(
+                data.record_path(name, part, root), (size[1], size[0], channels),
+                class_names=names))
+            items = [item for item in items if item[0] in good]
+            fill(writers[part], decode_chunks(items, size, channels, bad, max_image_pixels),
+                 len(items))
+        _check_bad(bad, skip_bad_images)
+        _check_counts(writers, names)
     lines = [records_line(w.path, w.count) for w in writers.values()]
     if not unlabeldir:
         lines += _remove_stale_unlabeled(name, root)
     return lines + [write_mapping(name, names, root)]
 
 
-def probe_all(paths, pool):
-    """Reads every image's header: ({path: (size, grey)} of readable ones, [(path, error)])."""
-    results = tqdm(pool.map(probe_image, paths), total=len(paths), desc='checking images',
-                   unit='img', leave=False)
-    good, bad = {}, []
-    for path, (size, grey_or_error) in zip(paths, results):
-        if size is None:
-            bad.append((path, grey_or_error))
+def probe_all(paths, max_pixels, skip_too_large=False):
+    """Reads every image's header, in parallel: ({path: ImageInfo} of the readable ones,
+    [(path, reason)] of the others).
+
+    An image above `max_pixels` is an error at once, before anything is decoded, unless
+    `skip_too_large` (then it is one of the others).
+    """
+    bar = lambda results: tqdm(results, total=len(paths), desc='checking images', unit='img',
+                               leave=False)
+    good, bad, large = {}, [], []
+    for path, info in zip(paths, images.probe_all(paths, max_pixels, progress=bar)):
+        if isinstance(info, images.ImageTooLarge):
+            large.append((path, str(info)))
+        elif isinstance(info, images.ImageError):
+            bad.append((path, str(info)))
         else:
-            good[path] = size, grey_or_error
+            good[path] = info
+    if large and not skip_too_large:
+        raise UserError(f'{len(large)} image(s) are too large: '
+                        f'{_some(f"{p} ({r})" for p, r in large)}; pass a larger '
+                        '--max_image_pixels, or --skip_bad_images to leave them out.')
+    bad += large
     if not good:
         raise UserError(f'none of the {len(paths)} images can be read, e.g. {bad[0][0]} '
                         f'({bad[0][1]}).')
@@ -959,6 +915,7 @@ def check_custom_flags(subsets):
     _require_dir(FLAGS.testdir, '--testdir')
     if FLAGS.unlabeldir:
         _require_dir(FLAGS.unlabeldir, '--unlabeldir')
+    check_folders(FLAGS.traindir, FLAGS.testdir, FLAGS.unlabeldir)
 
 
 def main(argv):
@@ -969,7 +926,8 @@ def main(argv):
     for subset in subsets:
         if subset == 'custom':
             lines = create_custom(root, FLAGS.name, FLAGS.traindir, FLAGS.testdir,
-                                  FLAGS.unlabeldir, FLAGS.img_size, FLAGS.skip_bad_images)
+                                  FLAGS.unlabeldir, FLAGS.img_size, FLAGS.skip_bad_images,
+                                  FLAGS.max_image_pixels)
         else:
             lines = CREATORS[subset](root, archive_dir)
         print('\n'.join(lines), flush=True)  # the tool's output: what was written

@@ -6,16 +6,18 @@
     python scripts/rename_files.py --undo $ML_DATA/mydataset/rename_log-20240101-120000.tsv
 
 Which images, which names
-  Every file under --targetdir with the extension of --filetype (png: .png; jpg: .jpg and .jpeg;
-  any case) is numbered from --index, in sorted path order (numbers in names sorted as numbers),
-  one counter for the whole folder, so a number identifies one image across train, test and
-  unlabeled. An image's class is the name of the folder it is in:
+  Every image under --targetdir with the extension of --filetype (png: .png; jpg: .jpg and .jpeg;
+  any case) is numbered from --index, in the order every tool of the project lists a folder
+  (libml/images.py: natural order of the paths, numbers in names sorted as numbers, folder by
+  folder), one counter for the whole folder, so a number identifies one image across train, test
+  and unlabeled. An image's class is the name of the folder it is in:
       train/cat/a.png        -> train/cat/0_cat.png
       test/cat/b.png         -> test/cat/1_cat.png
   Images with no class -- anywhere under a folder named `unlabeled` (or `unlabelled`), or directly
   in --targetdir -- are numbered without a class: unlabeled/c.png -> unlabeled/2.png (their label
   is never read, and a class suffix would be a made-up one). An image directly in a `train/` or
-  `test/` folder is an error: it needs a class folder. Hidden files and other types are left alone.
+  `test/` folder is an error: it needs a class folder. What libml/images.py passes over is left
+  alone: hidden files and folders, __MACOSX, other types, anything that is not a regular file.
   The extension is kept, lower-cased (a.JPEG -> 3_cat.jpeg).
 
 Safety
@@ -41,7 +43,7 @@ import libml  # noqa: E402,F401  (no TensorFlow here; kept so every script start
 from absl import flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from libml import utils  # noqa: E402
+from libml import images, utils  # noqa: E402
 from libml.utils import UserError  # noqa: E402
 
 flags.DEFINE_string('targetdir', None, 'The data set folder (e.g. $ML_DATA/mydataset/ holding '
@@ -61,21 +63,10 @@ SPLIT_FOLDERS = ('train', 'test')
 LOG_HEADER = ['old', 'new']
 
 
-def _natural_key(path):
-    """Sort key comparing digit runs as numbers: img2 < img10."""
-    return [[int(t) if t.isdigit() else t.lower() for t in re.split(r'(\d+)', part)] + [part]
-            for part in path.split(os.sep)]
-
-
 def _images(root, filetype):
-    """Relative paths of the images of `filetype` under `root`, hidden files and folders skipped."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith('.')]
-        for f in files:
-            if not f.startswith('.') and os.path.splitext(f)[1].lower() in EXTENSIONS[filetype]:
-                found.append(os.path.relpath(os.path.join(folder, f), root))
-    return sorted(found, key=_natural_key)
+    """Relative paths of the images of `filetype` under `root`, in the shared natural order."""
+    return [rel.replace('/', os.sep) for rel in images.list_images(root).images
+            if os.path.splitext(rel)[1].lower() in EXTENSIONS[filetype]]
 
 
 def _class_of(rel):

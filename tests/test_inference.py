@@ -74,8 +74,10 @@ def world(tmp_path_factory):
     exact['cat/2.png'] = save(d / 'cat' / '2.png', px(8, 8, 3))
     grey = save(d / 'cat' / '10.png', px(8, 8), mode='L')
     exact['cat/10.png'] = np.repeat(grey[:, :, None], 3, 2)
-    rgba = save(d / 'cat' / 'deep' / 'rgba.png', px(8, 8, 4), mode='RGBA')
-    exact['cat/deep/rgba.png'] = rgba[:, :, :3]
+    rgba = save(d / 'cat' / 'deep' / 'rgba.png', px(8, 8, 4), mode='RGBA').astype(np.int64)
+    alpha = rgba[:, :, 3:]  # composited on white, rounded (libml/images.py)
+    exact['cat/deep/rgba.png'] = ((rgba[:, :, :3] * alpha + 255 * (255 - alpha) + 127) // 255
+                                  ).astype(np.uint8)
     save(d / 'dog' / 'big.JPG', px(16, 16, 3))            # upper-case extension, resized
     save(d / 'dog' / 'wide.jpeg', px(10, 20, 3))           # another aspect ratio
     pal = Image.fromarray(px(8, 8, 3)).convert('P', palette=Image.ADAPTIVE, colors=16)
@@ -89,8 +91,8 @@ def world(tmp_path_factory):
     (d / 'cat' / 'broken.png').write_bytes(b'not a png at all')
     data = jpeg_bytes(px(32, 32, 3))
     (d / 'frog' / 'trunc.jpg').write_bytes(data[:len(data) * 2 // 3])
-    good = ['cat/10.png', 'cat/2.png', 'cat/deep/rgba.png', 'dog/big.JPG', 'dog/palette.png',
-            'dog/wide.jpeg', 'frog/la.png', 'frog/named_jpeg.png']  # sorted by relative path
+    good = ['cat/2.png', 'cat/10.png', 'cat/deep/rgba.png', 'dog/big.JPG', 'dog/palette.png',
+            'dog/wide.jpeg', 'frog/la.png', 'frog/named_jpeg.png']  # natural order of the paths
     labels = [0, 0, 0, 1, 1, 1, 2, 2]
     return dict(root=root, run=run, images=d, exact=exact, good=good, labels=labels, la=la)
 

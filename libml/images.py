@@ -1,0 +1,441 @@
+"""Image folders and image files: the one place that lists a folder of images and the one place
+that turns an image file into the pixels a model sees.
+
+Dataset creation (scripts/create_datasets.py custom), renaming (scripts/rename_files.py) and
+prediction (libml/inference.py) all call this module, so the same file gives the model the same
+pixels in training and in prediction, and every tool lists a folder in the same order.
+
+Listing (`list_images`)
+  A folder is searched recursively. An image is a regular file whose name ends in .png, .jpg or
+  .jpeg, in any letter case (the content, not the name, decides the decoder: a PNG named .jpg
+  works). Passed over, each with its reason in `Listing.skipped`:
+  - hidden files and folders (name starting with "."; also macOS's `._x.png` resource forks),
+  - `__MACOSX` folders (left by unzipping on macOS),
+  - `.DS_Store`, `Thumbs.db`, `desktop.ini` (any case), and any file of another extension,
+  - anything with an image name that is not a regular file (a FIFO, socket or device named
+    x.png, a dangling link): only regular files are ever opened, so a named pipe never blocks,
+  - a link to a folder that is one of its own parent folders (a loop); other links are followed.
+  Nothing is opened while listing (names and `stat` only).
+  Order: the natural order of the paths relative to the folder, with "/" separators, compared
+  folder by folder, then file name: digit runs compare as numbers and the rest case-insensitively
+  (`img2.png` < `img10.png` < `Img11.png`; `cat/b.png` < `cat/deep/a.png` < `cat2/a.png`), ties
+  broken by the exact text. Every tool uses this order (`natural_key`).
+  Classes (`class_of`), in a labelled folder (create_datasets' --traindir/--testdir, inference's
+  class folders): an image in a sub-folder belongs to the class named by its top sub-folder
+  (deeper folders are part of that class: `cat/nested/a.png` is a cat); an image directly in the
+  folder named `{n}_{class}.ext` (as rename_files.py names them, e.g. `7_chat noir.png`) belongs to
+  `{class}`; any other image directly in the folder has no class. Class indices are the class
+  names in plain sorted order (done by the callers).
+
+Decoding, in two steps (an exported model reproduces the second in graph ops; see below)
+  (a) `decode_file(path)` reads the file with Pillow -> uint8 numpy [h, w, n], n = 1 grey,
+      2 grey + alpha, 3 RGB, 4 RGBA:
+      - formats: PNG, JPEG (and MPO, JPEG from cameras), GIF (first frame), BMP, WEBP: the ones
+        TensorFlow's decode_image also reads; anything else is refused;
+      - the EXIF orientation is applied (`PIL.ImageOps.exif_transpose`), so [h, w] is upright;
+      - 1-bit -> grey 0/255; palette -> RGB, or RGBA when it has a transparent entry; a grey or
+        RGB image with a transparent colour (PNG tRNS) -> grey+alpha or RGBA (alpha 0 exactly
+        where the colour matches); CMYK, YCbCr and other colour modes -> RGB (Pillow's convert);
+      - 16-bit grey PNG (Pillow modes I;16*, and 32-bit integer grey, mode I, taken as 16-bit):
+        v8 = round(v / 257), clipped to [0, 255] (exact: v / 257 is never halfway; the same as
+        tf.io.decode_png(dtype=tf.uint16) followed by tf.round(v / 257)); 32-bit float grey
+        (mode F) is taken as 0..255: round(clip(v, 0, 255));
+      - every other 16-bit PNG (grey + alpha, RGB, RGBA): Pillow keeps the high byte,
+        v8 = v >> 8 = floor(v / 256), which is also what tf.io.decode_png(dtype=tf.uint8) gives;
+        it differs from round(v / 257) by at most 1. A 16-bit grey + alpha PNG, which Pillow
+        reads as RGBA with R = G = B, is returned as grey + alpha.
+  (b) `to_model_pixels(pixels, height, width, channels)`, TensorFlow ops (eager, in tf.data, or
+      in an exported graph), uint8 [h, w, n] -> uint8 [height, width, channels], channels 1 or 3
+      (create_datasets writes 1 when every image is grey, else 3):
+      1. alpha (n = 2 or 4) composited on white, in integers:
+         c' = floor((c * a + 255 * (255 - a) + 127) / 255) = round((c*a + 255*(255-a)) / 255)
+         (never halfway: 255 is odd), then the alpha channel is dropped;
+      2. grey -> RGB by copying the grey channel; RGB -> grey by luma, in integers:
+         y = floor((299 R + 587 G + 114 B + 500) / 1000) (0.299/0.587/0.114, halves rounded up);
+      3. only when [h, w] differs from [height, width]: tf.image.resize(float32, bilinear,
+         antialias=True) to [height, width] as a whole (aspect ratio not kept, no crop), then
+         tf.round (halves to even), clipped to [0, 255]. An image of the model's size is used
+         exactly as decoded.
+  What graph ops cannot reproduce: TensorFlow's decoders ignore EXIF orientation, so an export
+  that decodes in the graph sees a rotated camera JPEG sideways unless it is turned upright before.
+
+Size limit
+  An image above `max_pixels` (width x height, default MAX_IMAGE_PIXELS = 40 megapixels, raised
+  with --max_image_pixels on create_datasets.py and the trainer's --perform_inference) is refused
+  from its header, before any pixel is decoded, with a reason naming the limit and the flag: a
+  small file can claim a huge size (a 100-megapixel 1-bit PNG compresses to a few kilobytes and
+  would take 100 MB to 400 MB once decoded). This module checks every image it opens, so
+  Pillow's own guard (a warning above 89 Mpx, an error above 179 Mpx, which would ignore the flag
+  and print a second line) is turned off when this module is imported.
+"""
+import concurrent.futures
+import dataclasses
+import os
+import re
+import stat
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from libml.utils import UserError
+
+Image.MAX_IMAGE_PIXELS = None  # see "Size limit" above: this module's own limit replaces it
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+SYSTEM_FILES = ('.ds_store', 'thumbs.db', 'desktop.ini')  # compared lower-cased
+SKIPPED_FOLDERS = ('__MACOSX',)
+MAX_IMAGE_PIXELS = 40_000_000
+MODEL_CHANNELS = (1, 3)
+# Formats TensorFlow's decode_image reads too (MPO: multi-picture JPEG from cameras).
+FORMATS = ('PNG', 'JPEG', 'MPO', 'GIF', 'BMP', 'WEBP')
+
+# Reasons in Listing.skipped.
+HIDDEN = 'hidden'
+MACOS_FOLDER = 'macOS metadata folder'
+NOT_AN_IMAGE = 'not a PNG or JPEG file'
+NOT_REGULAR = 'not a regular file'
+
+_NUMBERED_NAME = re.compile(r'\d+_(.+)')
+_DIGITS = re.compile(r'(\d+)')
+_PROBE_THREADS = min(16, 2 * (os.cpu_count() or 1))  # header reads wait on the disk, not the CPU
+
+
+def _tf():
+    import tensorflow as tf  # imported lazily: rename_files.py lists folders without TensorFlow
+    return tf
+
+
+class ImageError(Exception):
+    """A file that is not a usable image; the message is the reason (without the file name)."""
+
+
+class ImageTooLarge(ImageError):
+    """An image above the pixel limit (refused from its header)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Listing.
+
+def natural_key(rel):
+    """Sort key of a relative path with "/" separators (the order in the module doc)."""
+    key = []
+    for part in rel.split('/'):
+        pieces = _DIGITS.split(part)  # text, digits, text, ...: same types at the same places
+        key.append(([int(p) if i % 2 else p.casefold() for i, p in enumerate(pieces)], part))
+    return key
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """What `list_images` found.
+
+    root     the folder, absolute;
+    images   the image files: paths relative to root, "/" separators, natural order;
+    skipped  [(relative path, reason)] of what was passed over, natural order (folders end in
+             "/"; a skipped folder is not searched);
+    folders  the searched sub-folders directly in root, natural order (with or without images).
+    """
+    root: str
+    images: list
+    skipped: list
+    folders: list
+
+    def path(self, rel):
+        """The absolute path of relative path `rel`."""
+        return os.path.join(self.root, *rel.split('/'))
+
+
+def _skip_reason(entry, is_dir):
+    name = entry.name
+    if name.startswith('.'):
+        return HIDDEN
+    if is_dir:
+        return MACOS_FOLDER if name in SKIPPED_FOLDERS else None
+    if not name.lower().endswith(IMAGE_EXTENSIONS):  # also SYSTEM_FILES
+        return NOT_AN_IMAGE
+    if not entry.is_file():  # follows links; stat only, so a FIFO is never opened
+        return NOT_REGULAR
+    return None
+
+
+def list_images(folder):
+    """The images of `folder` and what was passed over (rules and order in the module doc).
+
+    Returns a Listing. Raises UserError if `folder` is not a folder (callers usually check first,
+    to name their flag).
+    """
+    root = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+    if not os.path.isdir(root):
+        raise UserError(f'{root} is not a folder.')
+    images, skipped, folders = [], [], []
+
+    def walk(path, rel, ancestors):
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError as e:
+            skipped.append((rel + '/', f'cannot be listed ({e.strerror})'))
+            return
+        for entry in entries:
+            child = f'{rel}/{entry.name}' if rel else entry.name
+            is_dir = entry.is_dir()  # follows links
+            reason = _skip_reason(entry, is_dir)
+            if is_dir and reason is None:
+                st = entry.stat()
+                if (st.st_dev, st.st_ino) in ancestors:
+                    reason = 'link to one of its parent folders (a loop)'
+            if reason:
+                skipped.append((child + '/' if is_dir else child, reason))
+            elif is_dir:
+                if not rel:
+                    folders.append(child)
+                walk(entry.path, child, ancestors | {(st.st_dev, st.st_ino)})
+            else:
+                images.append(child)
+
+    st = os.stat(root)
+    walk(root, '', frozenset({(st.st_dev, st.st_ino)}))
+    images.sort(key=natural_key)
+    skipped.sort(key=lambda item: natural_key(item[0]))
+    folders.sort(key=natural_key)
+    return Listing(root, images, skipped, folders)
+
+
+def class_of(rel, numbered_names=True):
+    """The class name of image `rel` (relative to a labelled folder), or None: its top sub-folder,
+    else (numbered_names) the `{class}` of a file named `{n}_{class}.ext` directly in the folder."""
+    top, sep, _ = rel.partition('/')
+    if sep:
+        return top
+    match = _NUMBERED_NAME.fullmatch(os.path.splitext(rel)[0]) if numbered_names else None
+    return match.group(1) if match else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a file: header (probe) and pixels (decode_file).
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """An image's facts from its header: upright size and the channels decode_file returns."""
+    width: int
+    height: int
+    channels: int  # 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA
+
+    @property
+    def grey(self):
+        return self.channels <= 2
+
+
+def _open_regular(path):
+    """A binary file object of `path`, which must be a regular file.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO (or a file swapped for
+    one after listing) is refused instead of waiting forever for a writer.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0) | getattr(os, 'O_BINARY', 0))
+    except OSError as e:
+        raise ImageError(f'cannot be opened ({e.strerror})') from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError(NOT_REGULAR)
+    return os.fdopen(fd, 'rb')
+
+
+def _is_grey_alpha_16(im):
+    """A 16-bit grey + alpha PNG, which Pillow reads as RGBA (R = G = B)."""
+    return (im.format == 'PNG' and im.mode == 'RGBA' and bool(im.tile)
+            and im.tile[0].args == 'LA;16B')
+
+
+def _channels(im):
+    """The channel count decode_file returns for an opened (not yet decoded) image."""
+    transparent = 'transparency' in im.info
+    if im.mode in ('1', 'L', 'I', 'F') or im.mode.startswith('I;16'):
+        return 2 if transparent else 1
+    if im.mode in ('LA', 'La') or _is_grey_alpha_16(im):
+        return 2
+    if im.mode in ('RGBA', 'RGBa', 'PA') or (im.mode in ('P', 'RGB') and transparent):
+        return 4
+    return 3
+
+
+def _size_error(width, height, max_pixels):
+    return ImageTooLarge(f'{width}x{height} = {width * height:,} pixels, above the limit of '
+                         f'{max_pixels:,} (--max_image_pixels)')
+
+
+def _opened(f, max_pixels):
+    """Pillow's image of open file `f`, header read and checked (format, size limit)."""
+    try:
+        im = Image.open(f, formats=None)
+    except UnidentifiedImageError:
+        raise ImageError('cannot be decoded (not an image)') from None
+    except Exception as e:  # noqa: BLE001  Pillow reports bad headers with many exception types
+        raise ImageError(f'cannot be decoded ({_reason(e)})') from None
+    if im.format not in FORMATS:
+        im.close()
+        raise ImageError(f'{im.format} image, not PNG or JPEG')
+    width, height = im.size
+    if width * height > max_pixels:
+        im.close()
+        raise _size_error(width, height, max_pixels)
+    return im
+
+
+def _reason(e):
+    text = str(e).splitlines()[0][:80] if str(e) else ''
+    return text or type(e).__name__
+
+
+def _orientation_swaps(im):
+    """True if the EXIF orientation turns the image by 90 degrees (5 to 8)."""
+    return im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+
+
+def probe(path, max_pixels=MAX_IMAGE_PIXELS, upright=True):
+    """ImageInfo of `path` from its header; raises ImageError (not an image, too large...).
+
+    upright: read the EXIF orientation to give the upright size. Pillow finds a PNG's EXIF chunk
+    only by decoding up to it, so with upright=True a PNG is decoded (headers only otherwise).
+    """
+    with _open_regular(path) as f:
+        with _opened(f, max_pixels) as im:
+            width, height = im.size
+            try:
+                channels = _channels(im)
+                if upright and _orientation_swaps(im):
+                    width, height = height, width
+            except Exception as e:  # noqa: BLE001  (as in _opened)
+                raise ImageError(f'cannot be decoded ({_reason(e)})') from None
+    return ImageInfo(width, height, channels)
+
+
+def probe_all(paths, max_pixels=MAX_IMAGE_PIXELS, upright=True, progress=None):
+    """[ImageInfo or ImageError] of `paths` (in order), read in parallel threads.
+
+    progress: None, or a callable wrapping the result iterator (e.g. a tqdm bar).
+    """
+    def one(path):
+        try:
+            return probe(path, max_pixels, upright)
+        except ImageError as e:
+            return e
+
+    with concurrent.futures.ThreadPoolExecutor(_PROBE_THREADS) as pool:
+        results = pool.map(one, paths)
+        return list(progress(results) if progress else results)
+
+
+def _to_8bit(im):
+    """A 16-bit or 32-bit grey image -> uint8 [h, w] (formulas in the module doc)."""
+    values = np.asarray(im)
+    if im.mode == 'F':
+        return np.round(np.clip(values, 0, 255)).astype(np.uint8)
+    return np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
+
+
+def decode_file(path, max_pixels=MAX_IMAGE_PIXELS):
+    """The pixels of image file `path`: uint8 numpy [h, w, n], n = 1, 2, 3 or 4 (module doc, (a)).
+
+    Raises ImageError (not a regular file, not an image, damaged, above `max_pixels`).
+    """
+    with _open_regular(path) as f:
+        with _opened(f, max_pixels) as im:
+            try:
+                return _pixels(im)
+            except ImageError:
+                raise
+            except Exception as e:  # noqa: BLE001  (as in _opened: truncated data, bad chunks...)
+                raise ImageError(f'cannot be decoded ({_reason(e)})') from None
+
+
+def _pixels(im):
+    """uint8 [h, w, n] of an opened image (see decode_file)."""
+    channels = _channels(im)  # before decoding: it reads the PNG's raw mode
+    grey_alpha_16 = _is_grey_alpha_16(im)
+    ImageOps.exif_transpose(im, in_place=True)  # decodes; `info` (transparency) is kept
+    if im.mode in ('I', 'F') or im.mode.startswith('I;16'):
+        grey = _to_8bit(im)
+        if channels == 1:
+            return grey[:, :, None]
+        alpha = np.where(np.asarray(im) == im.info['transparency'], 0, 255).astype(np.uint8)
+        return np.stack([grey, alpha], axis=2)
+    if grey_alpha_16:
+        return np.asarray(im)[:, :, [0, 3]]
+    mode = {1: 'L', 2: 'LA', 3: 'RGB', 4: 'RGBA'}[channels]
+    if im.mode != mode:
+        im = im.convert(mode)  # applies a tRNS colour or palette transparency as alpha
+    pixels = np.asarray(im, dtype=np.uint8)
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+# ----------------------------------------------------------------------------------------------
+# Model pixels.
+
+def to_model_pixels(pixels, height, width, channels):
+    """uint8 [h, w, n] (n = 1..4, as decode_file returns) -> uint8 tensor [height, width, channels].
+
+    channels: 1 or 3. TensorFlow ops only (eager, tf.data or a graph); steps and formulas in the
+    module doc, (b).
+    """
+    tf = _tf()
+    if channels not in MODEL_CHANNELS:
+        raise ValueError(f'models take 1 or 3 channels, not {channels}')
+    x = tf.ensure_shape(tf.convert_to_tensor(pixels, tf.uint8), [None, None, None])
+    v = tf.cast(x, tf.int32)  # integer arithmetic: the same values on every platform
+
+    def composite():
+        colour, alpha = v[:, :, :-1], v[:, :, -1:]
+        return (colour * alpha + 255 * (255 - alpha) + 127) // 255
+
+    v = tf.cond(tf.equal(tf.shape(v)[2] % 2, 0), composite, lambda: v)
+    if channels == 1:
+        luma = lambda: (299 * v[:, :, :1] + 587 * v[:, :, 1:2] + 114 * v[:, :, 2:3] + 500) // 1000
+        v = tf.cond(tf.equal(tf.shape(v)[2], 3), luma, lambda: v)
+    else:
+        v = tf.cond(tf.equal(tf.shape(v)[2], 1), lambda: tf.tile(v, [1, 1, 3]), lambda: v)
+    size = tf.shape(v)[:2]
+
+    def resize():
+        out = tf.image.resize(tf.cast(v, tf.float32), [height, width], 'bilinear', antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.int32)
+
+    same = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
+    v = tf.cond(same, lambda: v, resize)
+    return tf.ensure_shape(tf.cast(v, tf.uint8), [height, width, channels])
+
+
+_NO_PIXELS = np.zeros([1, 1, 1], np.uint8)
+
+
+def pixel_dataset(paths, height, width, channels, max_pixels=MAX_IMAGE_PIXELS):
+    """Model pixels of `paths`, decoded in parallel: (dataset, failures).
+
+    dataset   tf.data.Dataset of (row int64 [], uint8 [height, width, channels]) in `paths` order;
+              the files that cannot be used are left out (their rows are missing);
+    failures  {row: reason}, filled while the dataset is iterated.
+    Decoding runs in tf.data's threads (Pillow releases the GIL while it decodes), ahead of the
+    consumer: decode_file, then to_model_pixels.
+    """
+    tf = _tf()
+    paths = [os.fspath(p) for p in paths]
+    failures = {}
+
+    def decode(row):
+        try:
+            return decode_file(paths[int(row)], max_pixels), True
+        except ImageError as e:
+            failures[int(row)] = str(e)
+            return _NO_PIXELS, False
+
+    def load(row):
+        pixels, ok = tf.numpy_function(decode, [row], [tf.uint8, tf.bool])
+        return row, pixels, ok
+
+    ds = tf.data.Dataset.range(len(paths))
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.filter(lambda row, pixels, ok: ok)
+    ds = ds.map(lambda row, pixels, ok: (row, to_model_pixels(pixels, height, width, channels)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds, failures
