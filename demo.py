@@ -58,6 +58,11 @@ def main():
     parser.add_argument('--train_dir', default='experiments')
     parser.add_argument('--train_kimg', type=int, default=None)
     args = parser.parse_args()
+    # Every step runs from the repository root: paths are shown relative to it when inside it.
+    train_dir = os.path.abspath(args.train_dir)
+    args.train_dir = train_dir if os.path.relpath(train_dir, REPO).startswith('..') else \
+        os.path.relpath(train_dir, REPO)
+    os.chdir(REPO)
     env = dict(os.environ)
     if not env.get('ML_DATA'):
         env['ML_DATA'] = os.path.join(REPO, 'data')
@@ -85,7 +90,7 @@ def main():
     print(f'\nRealMix on digits with 50 labels: {accuracy:.2f}% test accuracy (last evaluation) '
           f'after {time.time() - start:.0f} s.\nRun folder: {run}\n'
           f'TensorBoard: tensorboard --logdir {args.train_dir}')
-    folder = write_test_images(ml_data, os.path.join(REPO, args.train_dir, 'demo_images'))
+    folder = write_test_images(ml_data, os.path.join(args.train_dir, 'demo_images'))
     step('5. Predict a folder of new images (one sub-folder per class, so the accuracy is known)',
          ['realmix.py', '--perform_inference', f'--dataset={SPLIT}-{VALID}', f'--inference_dir={folder}',
           f'--inference_ckpt={run}', f'--inference_out={args.train_dir}'], env)
