@@ -16,7 +16,6 @@ skipped, and training resumes, so the demo can be interrupted and run again. `--
 4 kimg per model (a smoke test whose accuracies mean nothing).
 """
 import argparse
-import json
 import os
 import subprocess
 import sys

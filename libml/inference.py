@@ -43,7 +43,6 @@ sets another folder), named after the dataset name, which may not contain a path
                       indices.
 """
 import csv
-import glob
 import os
 import re
 import unicodedata
@@ -54,12 +53,11 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from libml import images, models
+from libml import images, models, runs
 from libml.utils import UserError, atomic_output, read_json
 
 _REQUIRED_ARGS = ('arch', 'nclass', 'channels', 'filters', 'repeat', 'scales', 'height', 'width')
 _CKPT_SUFFIX_RE = re.compile(r'\.(index|meta|data-\d+-of-\d+)$')
-_CKPT_NUMBER_RE = re.compile(r'-(\d+)\.index$')
 _LISTED = 10  # how many file names a message lists before "and N more"
 
 
@@ -198,7 +196,7 @@ def resolve_checkpoint(ckpt):
     path = _CKPT_SUFFIX_RE.sub('', path)
     if os.path.isdir(path):
         tf_dir = os.path.join(path, 'tf') if os.path.isdir(os.path.join(path, 'tf')) else path
-        prefix = _newest_checkpoint(tf_dir)
+        prefix = runs.newest_checkpoint(tf_dir)
         if not prefix:
             raise UserError(f'checkpoint folder {tf_dir} holds no checkpoint (model.ckpt-NNNNNNNN); '
                             'a run writes them there while it trains.')
@@ -208,7 +206,7 @@ def resolve_checkpoint(ckpt):
         folder = os.path.dirname(path)
         if not os.path.isdir(folder):
             raise UserError(f'checkpoint {path} does not exist (nor does its folder {folder}).')
-        newest = _newest_checkpoint(folder)
+        newest = runs.newest_checkpoint(folder)
         hint = (f'the newest in {folder} is {os.path.basename(newest)}' if newest
                 else f'{folder} holds no checkpoint')
         what = 'is not a checkpoint' if os.path.exists(path) else 'does not exist'
@@ -220,21 +218,6 @@ def resolve_checkpoint(ckpt):
     raise UserError(f'no args/args.json beside checkpoint {prefix} (looked in '
                     f'{os.path.dirname(tf_dir)}): inference needs the arguments of the run '
                     '(architecture, image size, classes), which the trainer writes there.')
-
-
-def _newest_checkpoint(folder):
-    """The newest checkpoint of `folder` by TF's state file, else by number; None if there is none."""
-    try:
-        prefix = tf.train.latest_checkpoint(folder)
-    except (tf.errors.OpError, ValueError):
-        prefix = None
-    if prefix:
-        return prefix
-    found = []
-    for index in glob.glob(os.path.join(glob.escape(folder), '*.index')):
-        m = _CKPT_NUMBER_RE.search(index)
-        found.append((int(m.group(1)) if m else -1, index[:-len('.index')]))
-    return max(found)[1] if found else None
 
 
 def read_run_args(run_dir):

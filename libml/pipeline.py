@@ -14,6 +14,7 @@ Data layout of a semi-supervised dataset `{name}.{seed}@{size}-{valid}` (see lib
   test       = $ML_DATA/{name}-test.tfrecord, or that of the dataset it derives from
                ({name}_aug{N} -> {name})
 """
+import contextlib
 import dataclasses
 import os
 from typing import Optional
@@ -166,6 +167,32 @@ def records(part, shape):
     return ds.map(_decoder(shape), num_parallel_calls=AUTOTUNE)
 
 
+@contextlib.contextmanager
+def dataset_errors(*paths):
+    """Turns a damaged record file met while reading `paths` (a truncated file, a bad checksum, an
+    image that is not a PNG) into a one-line UserError naming the file(s)."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        message = e.message.splitlines()[0][:200]
+        named = [p for p in paths if p in e.message] or paths
+        raise UserError(f'{" or ".join(named)} could not be read ({message}); the file is damaged: '
+                        'create it again.') from None
+
+
+def check_records(path):
+    """Reads every record of `path` without decoding it (checksums are verified) and compares
+    the count with its metadata: a truncated or damaged file fails before training, named.
+    I/O-bound: about a second per GB."""
+    with dataset_errors(path):
+        count = int(tf.data.TFRecordDataset(path, buffer_size=8 << 20).reduce(
+            tf.constant(0, tf.int64), lambda n, _: n + 1))
+    expected = _meta(path)['count']
+    if count != expected:
+        raise UserError(f'{path} holds {count} records but its metadata says {expected}: the file '
+                        'was cut short or changed; create it again.')
+
+
 def load_arrays(part, shape, limit=None):
     """A whole part (or its first `limit` records) in memory: (uint8 images [N, H, W, C], int64
     labels [N]) numpy arrays."""
@@ -173,13 +200,10 @@ def load_arrays(part, shape, limit=None):
     ds = records(part, shape)
     if limit is not None:
         ds = ds.take(limit)
-    try:
+    with dataset_errors(part.path):
         for batch in ds.batch(1024).prefetch(2).as_numpy_iterator():
             images.append(batch['image'])
             labels.append(batch['label'])
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        raise UserError(f'{part.path} could not be read ({e.message.splitlines()[0]}); '
-                        'create it again.') from None
     if not images:
         raise UserError(f'{part.path} holds no usable records.')
     import numpy as np

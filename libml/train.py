@@ -21,20 +21,18 @@ model whose statistics match its weights, at any run length. `--noema_warmup --b
 is the original's behaviour (plain EMA, the trained model's moving statistics copied).
 """
 import dataclasses
-import glob
-import json
 import math
 import os
-import time
+import shutil
 
 import numpy as np
 import tensorflow as tf
-from absl import flags, logging
+from absl import flags
 from sklearn import metrics as sklearn_metrics
 from tqdm import tqdm
 
-from libml import augment, data, images, inference, models, pipeline
-from libml.utils import UserError, atomic_output, read_json, write_json
+from libml import augment, data, images, inference, models, pipeline, runs
+from libml.utils import UserError, read_json, write_json
 
 FLAGS = flags.FLAGS
 
@@ -179,11 +177,6 @@ def read_class_mapping(path):
     return data.class_names_from_mapping(read_json(path, 'class mapping'), path)
 
 
-def run_name(algorithm_name, args):
-    """RealMix_archresnet_batch64_...: sorted key+value, so the same command finds the same run."""
-    return '_'.join([algorithm_name] + [f'{k}{v}' for k, v in sorted(args.items())])
-
-
 # ----------------------------------------------------------------------------------------------
 # Optimizer and checkpoints.
 
@@ -205,48 +198,6 @@ class Adam(tf.Module):
             m.assign(self.beta1 * m + (1 - self.beta1) * g)
             v.assign(self.beta2 * v + (1 - self.beta2) * tf.square(g))
             var.assign_sub(lr * m / (tf.sqrt(v) + self.epsilon))
-
-
-class Checkpoints:
-    """tf/model.ckpt-%08d (images seen), the newest `keep` kept, TF's `checkpoint` file updated.
-
-    A checkpoint is listed only after it is completely written, so a run killed while saving
-    resumes from the previous one.
-    """
-
-    def __init__(self, folder, checkpoint, keep):
-        self.folder, self.checkpoint, self.keep = folder, checkpoint, keep
-        os.makedirs(folder, exist_ok=True)
-
-    def all(self):
-        """Prefixes of the kept checkpoints, oldest first."""
-        state = tf.train.get_checkpoint_state(self.folder)
-        paths = list(state.all_model_checkpoint_paths) if state else []
-        return [p if os.path.isabs(p) else os.path.join(self.folder, p) for p in paths]
-
-    def latest(self):
-        return tf.train.latest_checkpoint(self.folder)
-
-    def save(self, images):
-        prefix = os.path.join(self.folder, f'model.ckpt-{images:08d}')
-        self.checkpoint.write(prefix)
-        paths = [p for p in self.all() if p != prefix] + [prefix]
-        old, paths = paths[:-self.keep], paths[-self.keep:]
-        self._write_state(paths)
-        for path in old:
-            for f in glob.glob(path + '.*'):
-                os.remove(f)
-        return prefix
-
-    def _write_state(self, paths):
-        # TensorFlow's `checkpoint` file (text proto), with names relative to the folder so a run
-        # folder can be moved; written atomically, after the checkpoint itself is complete.
-        names = [os.path.basename(p) for p in paths]
-        lines = [f'model_checkpoint_path: "{names[-1]}"']
-        lines += [f'all_model_checkpoint_paths: "{n}"' for n in names]
-        with atomic_output(os.path.join(self.folder, 'checkpoint')) as tmp:
-            with open(tmp, 'w') as f:
-                f.write('\n'.join(lines) + '\n')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,7 +271,7 @@ class Trainer:
         if config.bn_stats != 'recompute':
             self.args['bn_stats'] = config.bn_stats
         self.run_dir = os.path.join(config.train_dir, dataset.name,
-                                    run_name(algorithm.name, self.args))
+                                    runs.run_name(algorithm.name, self.args))
         self._build()
 
     # -- construction --------------------------------------------------------------------------
@@ -337,7 +288,7 @@ class Trainer:
             self.images = tf.Variable(0, dtype=tf.int64, trainable=False, name='images')
         self.checkpoint = tf.train.Checkpoint(model=self.model, ema_model=self.ema_model,
                                               optimizer=self.optimizer, images=self.images)
-        self.checkpoints = Checkpoints(os.path.join(self.run_dir, 'tf'), self.checkpoint,
+        self.checkpoints = runs.Checkpoints(os.path.join(self.run_dir, 'tf'), self.checkpoint,
                                        cfg.keep_ckpt)
         self._train_step = self._make_train_step()
         self._stats_updates = None  # the update at which the EMA model's statistics were set
@@ -463,8 +414,8 @@ class Trainer:
         """Accuracies (percent) of the EMA model and the extra metrics, by summary tag."""
         self.refresh_ema_stats()
         ds, results = self.dataset, {}
-        for name, (images, labels) in sets.items():
-            probs = inference.predict(self.ema_model, images, self.config.eval_batch)
+        for name, (pixels, labels) in sets.items():
+            probs = inference.predict(self.ema_model, pixels, self.config.eval_batch)
             results[f'accuracy_{name}'] = 100 * float((probs.argmax(1) == labels).mean())
             if name == 'valid':
                 picked = probs[np.arange(len(labels)), labels]
@@ -482,8 +433,10 @@ class Trainer:
         write_json(os.path.join(self.run_dir, 'args', 'args.json'), args)
 
     def restore(self):
+        """Loads the newest complete checkpoint, if any; returns the images seen so far."""
         latest = self.checkpoints.latest()
         if latest:
+            runs.check_readable(latest)
             try:
                 self.checkpoint.read(latest).assert_consumed()
             except (AssertionError, ValueError, tf.errors.OpError) as e:
@@ -496,26 +449,69 @@ class Trainer:
                 e.assign(v)
         return int(self.images.numpy())
 
-    def train(self, extra_args=None):
-        """Trains until config.total_images, resuming from the newest checkpoint."""
+    def _check_streams(self):
+        """Every training stream yields at least one example (else training would spin forever).
+
+        Reads at most until the first example of each; a damaged file fails here, named."""
+        parts = [('labeled', self.dataset.labelled)]
+        if self.algorithm.nu:
+            parts.append(('unlabeled', self.dataset.unlabelled))
+        for what, part in parts:
+            if what == 'unlabeled':  # the others are read whole for evaluation anyway
+                pipeline.check_records(part.path)
+            with pipeline.dataset_errors(part.path):
+                empty = not list(pipeline.records(part, self.dataset.shape).take(1))
+            if empty:
+                kept = (f' once the records derived from the {part.exclude_below} validation '
+                        'images are left out' if part.exclude_below else '')
+                raise UserError(f'--dataset={self.dataset.name}: no {what} training images are '
+                                f'left in {part.path}{kept}; use a smaller -VALID or another file.')
+
+    def _training_files(self):
+        parts = [self.dataset.labelled] + ([self.dataset.unlabelled] if self.algorithm.nu else [])
+        return [p.path for p in parts]
+
+    def _make_run_dir(self):
+        """Creates the run folder; returns whether it was created here (see `train`)."""
         cfg = self.config
+        existed = os.path.isdir(self.run_dir)
         try:
-            os.makedirs(self.run_dir, exist_ok=True)
+            os.makedirs(os.path.join(self.run_dir, 'tf'), exist_ok=True)
         except OSError as e:
             raise UserError(f'--train_dir={cfg.train_dir}: cannot create {self.run_dir} '
-                            f'({e.strerror}).') from None
+                            f'({e.strerror}); choose a folder you can write to.') from None
         if not os.access(self.run_dir, os.W_OK):
             raise UserError(f'--train_dir={cfg.train_dir}: {self.run_dir} is not writable.')
+        return not existed
+
+    def train(self, extra_args=None):
+        """Trains until config.total_images, resuming from the newest checkpoint.
+
+        Everything that can be checked is checked before the run folder is made; a run that
+        fails before its first checkpoint removes the folder it made (no empty run folders).
+        """
+        self._check_streams()
+        sets = self._eval_sets()
+        self._bn_images = self._batch_norm_images(sets['train_labeled'][0])
+        created = self._make_run_dir()
+        try:
+            with runs.RunLock(self.run_dir):
+                return self._train(sets, extra_args or {})
+        except BaseException:
+            if created and not runs.complete_checkpoints(self.checkpoints.folder):
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _train(self, sets, extra_args):
+        cfg = self.config
         # A labelled set smaller than the batch is normal (CIFAR-10 with 40 labels, batch 64):
         # the labelled stream repeats across epochs, so a batch may hold an image twice.
-        self.save_args(extra_args or {})
+        self.save_args(extra_args)
         start = self.restore()
         total = cfg.total_images
         if start >= total:
             print(f'{self.run_dir}: already trained for {start >> 10} kimg (of {total >> 10}).')
             return
-        sets = self._eval_sets()
-        self._bn_images = self._batch_norm_images(sets['train_labeled'][0])
         writer = tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf'))
         report, save = cfg.report_kimg << 10, cfg.save_kimg << 10
         batches = iter(self._batches(start))
@@ -529,7 +525,9 @@ class Trainer:
             with tqdm(total=period_end - images, unit='img', unit_scale=True, leave=False,
                       desc=f'kimg {images >> 10}-{period_end >> 10}', dynamic_ncols=True) as bar:
                 while images < period_end:
-                    stats = self._train_step(next(batches), tf.constant(images, tf.float32))
+                    with pipeline.dataset_errors(*self._training_files()):
+                        batch = next(batches)
+                    stats = self._train_step(batch, tf.constant(images, tf.float32))
                     stats = {k: float(v) for k, v in stats.items()}
                     if not all(math.isfinite(v) for v in stats.values()):
                         raise NonFiniteLoss(

@@ -1,7 +1,6 @@
 """libml/images.py, the one lister and decoder: listing rules and order, decode_file, to_model_pixels,
 the pixel limit, FIFOs; and that create_datasets.py custom and inference give the model the very
 same pixels, in the same order, for the same folder."""
-import io
 import os
 import re
 import struct
