@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from absl import app, logging
+from absl import app, flags, logging
 
 
 class UserError(Exception):
@@ -17,9 +17,19 @@ class UserError(Exception):
 def run(main):
     """Runs an absl `main`, turning UserError and Ctrl-C into a one-line message and exit status.
 
-    Exit status: 2 for a user error, 130 when interrupted.
+    Exit status: 2 for a user error (UserError, a bad flag value), 130 when interrupted.
     """
     prog = os.path.basename(sys.argv[0])
+
+    def fail(message, status):
+        print(f'{prog}: {message}', file=sys.stderr)
+        sys.exit(status)
+
+    def parse_flags(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:  # absl prints two lines and exits with 1
+            fail(f'error: {" ".join(str(e).split())}; see --help.', 2)
 
     def wrapped(argv):
         if not any(a.startswith(('--verbosity', '-v=', '--v=')) or a == '-v' for a in sys.argv):
@@ -27,13 +37,11 @@ def run(main):
         try:
             return main(argv)
         except UserError as e:
-            print(f'{prog}: error: {e}', file=sys.stderr)
-            sys.exit(2)
+            fail(f'error: {e}', 2)
         except KeyboardInterrupt:
-            print(f'{prog}: interrupted; outputs that were not complete were not kept.', file=sys.stderr)
-            sys.exit(130)
+            fail('interrupted; outputs that were not complete were not kept.', 130)
 
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=parse_flags)
 
 
 def no_extra_args(argv, usage=''):

@@ -57,6 +57,29 @@ def labelled_file(path, n=60, nclass=10, shape=(8, 8, 1), seed=0):
 
 
 # ----------------------------------------------------------------------------------------------
+# 9. Required flags.
+
+@pytest.mark.parametrize('script, args, words', [
+    (FILTER, ['--filter_dataset=in.tfrecord', '--save_name=out.tfrecord'],
+     ['--class_filter is required']),
+    (FILTER, ['--class_filter=1', '--save_name=out.tfrecord'], ['--filter_dataset is required']),
+    (FILTER, ['--class_filter=1', '--filter_dataset=in.tfrecord'], ['--save_name is required']),
+    (CREATE_SPLIT, ['SSL/toy', 'toy-train.tfrecord'], ['--label_split_size is required']),
+    (CREATE_SPLIT, ['--label_split_size=x', 'SSL/toy', 'toy-train.tfrecord'],
+     ['--label_split_size=x', '--help']),
+    (MAKE_AUG_COPY, [], ['--aug_dataset is required']),
+    (MAKE_AUG_COPY, ['--aug_dataset=toy.1@20', '--aug_copy='], ['--aug_copy=', '--help']),
+    (RENAME, ['--index=0'], ['--targetdir is required']),
+    (RENAME, ['--targetdir=.', '--filetype=gif'], ['--filetype=gif', 'png']),
+])
+def test_missing_or_malformed_flags_are_one_line(ml_data, script, args, words):
+    result = run_script(script, *args, cwd=ml_data)
+    line = error_line(result, os.path.basename(script))
+    for word in words:
+        assert word in line
+
+
+# ----------------------------------------------------------------------------------------------
 # 13. Archives that decompress to more than the published files hold.
 
 def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
