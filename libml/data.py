@@ -294,10 +294,18 @@ class RecordWriter:
                 'label_counts': {str(k): v for k, v in sorted(self.label_counts.items())}}
 
 
-def require_file(path, hint):
-    """A UserError naming a missing record file and the command that creates it."""
+def require_file(path, hint, flag=None):
+    """A UserError for a record file that is missing (with `hint`: the command that creates it),
+    a folder, or unreadable. `flag`, e.g. '--train_record=x', is named first when given."""
+    where = f'{flag}: ' if flag else ''
     if not os.path.exists(path):
-        raise UserError(f'{path} does not exist; {hint}')
+        raise UserError(f'{where}{path} does not exist; {hint}')
+    if os.path.isdir(path):
+        raise UserError(f'{where}{path} is a folder, not a record file; give the path of a '
+                        '.tfrecord file.')
+    if not os.access(path, os.R_OK):
+        raise UserError(f'{where}{path} is not readable (permission denied); fix its permissions '
+                        'or give another file.')
     return path
 
 

@@ -72,6 +72,28 @@ def temporary_name(path):
     return os.path.join(folder, f'.{base}.partial-{os.getpid()}')
 
 
+def output_folder(path):
+    """Creates the folder of the output file `path` if needed; a UserError when `path` cannot be
+    written there (its folder is a file or not writable, or `path` is a folder). Returns the
+    folder."""
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f'cannot create folder {folder}: a part of that path is a file, not a '
+                        'folder; choose another output path.') from None
+    except OSError as e:
+        raise UserError(f'cannot create folder {folder}: {e.strerror}; choose another output '
+                        'path.') from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f'folder {folder} is not writable; choose another output path or fix '
+                        'its permissions.')
+    if os.path.isdir(path):
+        raise UserError(f'{path} is a folder; give a file name for the output.')
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_output(path, overwrite=True):
     """Yields a temporary path to write; renames it to `path` only if the block completes.
@@ -81,13 +103,7 @@ def atomic_output(path, overwrite=True):
     path = os.path.abspath(path)
     if not overwrite and os.path.exists(path):
         raise UserError(f'{path} exists; remove it or choose another name.')
-    folder = os.path.dirname(path)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise UserError(f'cannot create folder {folder}: {e.strerror}.') from None
-    if not os.access(folder, os.W_OK):
-        raise UserError(f'folder {folder} is not writable.')
+    output_folder(path)
     tmp = temporary_name(path)
     try:
         yield tmp

@@ -287,11 +287,7 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
         raise UserError(f'--label_split_size={size} is larger than --label_size={label_size} '
                         f'(the labelled pool); use at most --label_split_size={label_size}.')
 
-    folder = os.path.dirname(paths['unlabel'])
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise UserError(f'cannot create folder {folder}: {e.strerror}.') from None
+    utils.output_folder(paths['unlabel'])  # before the spill file is written there
     spill_path = utils.temporary_name(paths['unlabel']) + '.spill'
     total = sum(meta['counts'])
     import tensorflow  # noqa: F401  (loaded before the progress bar starts, so its rate is right)

@@ -57,6 +57,84 @@ def labelled_file(path, n=60, nclass=10, shape=(8, 8, 1), seed=0):
 
 
 # ----------------------------------------------------------------------------------------------
+# 7. Destinations that cannot be written and record paths that are not readable files.
+
+def test_create_split_into_a_read_only_folder(ml_data, monkeypatch):
+    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    ssl = ml_data / 'SSL'
+    ssl.mkdir()
+    # As a user, open() in a read-only folder raises PermissionError; root is never refused, so
+    # both the permission check and the refusal are simulated.
+    real_access, real_open = os.access, open
+
+    def access(path, mode, **kw):
+        return False if os.path.abspath(path) == str(ssl) and mode & os.W_OK else real_access(
+            path, mode, **kw)
+
+    def refusing_open(path, *args, **kw):
+        if os.path.dirname(os.path.abspath(path)) == str(ssl):
+            raise PermissionError(13, 'Permission denied', str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, 'access', access)
+    monkeypatch.setattr(cs, 'open', refusing_open, raising=False)
+    with pytest.raises(UserError, match=rf'folder {ssl} is not writable'):
+        cs.create_split(str(ssl / 'toy'), [source], 1, 20, quiet=True)
+    assert os.listdir(ssl) == []
+
+
+def test_create_split_prefix_under_a_file(ml_data):
+    labelled_file(ml_data / 'toy-train.tfrecord')
+    (ml_data / 'SSL').write_text('not a folder')
+    result = run_script(CREATE_SPLIT, '--label_split_size=20', ml_data / 'SSL' / 'toy',
+                        ml_data / 'toy-train.tfrecord')
+    line = error_line(result, 'create_split.py')
+    assert str(ml_data / 'SSL') in line and 'is a file' in line and 'choose another' in line
+
+
+def test_record_paths_that_are_folders(ml_data):
+    folder = ml_data / 'toy-train.tfrecord'
+    folder.mkdir()
+    with pytest.raises(UserError, match=rf'{folder} is a folder, not a record file'):
+        cs.create_split(str(ml_data / 'SSL' / 'toy'), [str(folder)], 1, 20, quiet=True)
+    with pytest.raises(UserError, match=rf'{folder} is a folder, not a record file'):
+        fd.filter_records(str(folder), str(ml_data / 'o.tfrecord'), '1', quiet=True)
+    from libml import pipeline
+    labelled_file(ml_data / 'toy-test.tfrecord')
+    with pytest.raises(UserError, match=rf'--train_record={folder}: {folder} is a folder'):
+        pipeline.supervised_dataset('toy-5', str(folder), 'toy-test.tfrecord')
+    result = run_script(CREATE_SPLIT, '--label_split_size=20', ml_data / 'SSL' / 'toy', folder)
+    assert 'is a folder, not a record file' in error_line(result, 'create_split.py')
+    assert sorted(os.listdir(ml_data)) == ['toy-test.tfrecord', 'toy-test.tfrecord.json',
+                                           'toy-train.tfrecord']
+
+
+def test_unreadable_record_files(ml_data, monkeypatch):
+    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    real_access = os.access
+    # chmod 000 does not stop root: the permission check is what is simulated.
+    monkeypatch.setattr(os, 'access', lambda path, mode, **kw: False if (
+        os.path.abspath(path) == source and mode & os.R_OK) else real_access(path, mode, **kw))
+    with pytest.raises(UserError, match=rf'{source} is not readable'):
+        cs.create_split(str(ml_data / 'SSL' / 'toy'), [source], 1, 20, quiet=True)
+    with pytest.raises(UserError, match=rf'{source} is not readable'):
+        fd.filter_records(source, str(ml_data / 'o.tfrecord'), '1', quiet=True)
+    from libml import pipeline
+    with pytest.raises(UserError, match=rf'--train_record=toy-train.tfrecord: {source} is not '):
+        pipeline.supervised_dataset('toy-5', 'toy-train.tfrecord', 'toy-train.tfrecord')
+
+
+def test_output_path_that_is_a_folder(ml_data):
+    source = labelled_file(ml_data / 'toy-test.tfrecord')
+    target = ml_data / 'out.tfrecord'
+    target.mkdir()
+    with pytest.raises(UserError, match=rf'{target} is a folder; give a file name'):
+        fd.filter_records(source, str(target), '1', quiet=True)
+    assert sorted(os.listdir(ml_data)) == ['out.tfrecord', 'toy-test.tfrecord',
+                                           'toy-test.tfrecord.json']
+
+
+# ----------------------------------------------------------------------------------------------
 # 9. Required flags.
 
 @pytest.mark.parametrize('script, args, words', [
