@@ -21,6 +21,7 @@ Names:
                                  the split's unlabelled file, training unlabelled = the rest
   {name}-{valid}                 what the supervised baselines read
 """
+import contextlib
 import dataclasses
 import os
 import re
@@ -264,13 +265,15 @@ class RecordWriter:
         self.overwrite = overwrite
         self.count = 0
         self.label_counts = {}
-        self._atomic = None
         self._writer = None
+        self._stack = None
 
     def __enter__(self):
-        self._atomic = atomic_output(self.path, overwrite=self.overwrite)
-        tmp = self._atomic.__enter__()
-        self._writer = _tf().io.TFRecordWriter(tmp)
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_output(self.path, overwrite=self.overwrite))
+            self._writer = _tf().io.TFRecordWriter(tmp)
+            stack.push(self._close)
+            self._stack = stack.pop_all()
         return self
 
     def write(self, png, label, source=None):
@@ -282,11 +285,20 @@ class RecordWriter:
         label = int(label)
         self.label_counts[label] = self.label_counts.get(label, 0) + 1
 
-    def __exit__(self, exc_type, exc, tb):
-        self._writer.close()
+    def _close(self, exc_type, exc, tb):
+        """Closes the file inside atomic_output: a failing final flush (a full disk) removes the
+        temporary and is reported like any failed write."""
+        try:
+            self._writer.close()
+        except Exception:
+            if exc_type is None:
+                raise
         if exc_type is None:
             write_json(meta_path(self.path), self.meta())
-        return self._atomic.__exit__(exc_type, exc, tb)
+        return False
+
+    def __exit__(self, exc_type, exc, tb):
+        return self._stack.__exit__(exc_type, exc, tb)
 
     def meta(self):
         return {'count': self.count, 'height': self.shape[0], 'width': self.shape[1],

@@ -292,7 +292,9 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
     total = sum(meta['counts'])
     import tensorflow  # noqa: F401  (loaded before the progress bar starts, so its rate is right)
     try:
-        with open(spill_path, 'w+b') as spill:
+        # The spill file, a full copy of the inputs, belongs to the unlabelled file: a full disk
+        # while writing it is a one-line error about that file.
+        with utils.storage_errors(paths['unlabel']), open(spill_path, 'w+b') as spill:
             labels, lengths, firsts = [], [], []
             with tqdm(total=total, unit='rec', desc='read', disable=quiet) as bar:
                 for path in inputs:

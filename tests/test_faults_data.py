@@ -57,6 +57,81 @@ def labelled_file(path, n=60, nclass=10, shape=(8, 8, 1), seed=0):
 
 
 # ----------------------------------------------------------------------------------------------
+# 5. A full disk (here: a file-size limit, `ulimit -f`) while writing.
+
+def run_with_file_limit(args, limit_bytes):
+    """Runs `python ARGS` as `ulimit -f` would: a write past `limit_bytes` fails with EFBIG
+    (Python ignores SIGXFSZ), as TensorFlow's OutOfRangeError or as OSError."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env, preexec_fn=limit,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_full_disk_create_datasets_and_filter(ml_data, tmp_path):
+    result = run_with_file_limit([CREATE_DATASETS, 'digits'], 64 << 10)  # train is 220 kB
+    line = error_line(result, 'create_datasets.py')
+    assert 'digits-train.tfrecord' in line and 'ulimit' in line and 'free space' in line
+    assert os.listdir(ml_data) == []
+
+    source = labelled_file(tmp_path / 'in.tfrecord', n=2000)  # about 200 kB
+    out = ml_data / 'out.tfrecord'
+    result = run_with_file_limit([FILTER, '--class_filter=0,1,2,3,4,5,6,7,8',
+                                  f'--filter_dataset={source}', f'--save_name={out}'], 64 << 10)
+    assert 'out.tfrecord: File too large' in error_line(result, 'filter_dataset.py')
+    assert os.listdir(ml_data) == []
+
+
+def test_full_disk_create_split_and_make_aug_copy(ml_data):
+    # create_split spills a full copy of its input first: that copy hits the limit.
+    labelled_file(ml_data / 'toy-train.tfrecord', n=2000)
+    result = run_with_file_limit([CREATE_SPLIT, '--seed=1', '--label_split_size=20',
+                                  ml_data / 'SSL' / 'toy', ml_data / 'toy-train.tfrecord'],
+                                 64 << 10)
+    assert 'toy.1@20-unlabel.tfrecord: File too large' in error_line(result, 'create_split.py')
+    assert os.listdir(ml_data / 'SSL') == []
+
+    stem = os.path.join(ml_data, 'SSL', 'toy.1@20')
+    x, y = make_images(20, (16, 16, 3), 10, seed=1)
+    write_records(stem + '-label.tfrecord', x, y, 10)
+    x, y = make_images(300, (16, 16, 3), 10, seed=2)
+    write_records(stem + '-unlabel.tfrecord', x, y, 10)
+    before = sorted(os.listdir(ml_data / 'SSL'))
+    result = run_with_file_limit([MAKE_AUG_COPY, '--aug_dataset=toy.1@20', '--aug_copy=2'],
+                                 256 << 10)
+    assert 'toy_aug2.1@20-unlabel.tfrecord: File too large' in error_line(result,
+                                                                          'make_aug_copy.py')
+    assert sorted(os.listdir(ml_data / 'SSL')) == before
+
+
+def test_storage_errors_names_the_output_for_tensorflow_and_os_errors(tmp_path):
+    """The one mapping the trainer also uses around checkpoint saves."""
+    import tensorflow as tf
+    path = str(tmp_path / 'tf' / 'model.ckpt-00000064')
+    tmp = utils.temporary_name(path)
+    cases = [
+        (tf.errors.ResourceExhaustedError(None, None, f'{tmp}; No space left on device'),
+         f'cannot write {path}: No space left on device; the disk is full'),
+        (tf.errors.OutOfRangeError(None, None, f'{path}_temp/part-0.index; File too large'),
+         f'cannot write {path}: File too large; the file is larger than the system allows'),
+        (tf.errors.FailedPreconditionError(None, None, '{{function_node x}} /data/in.tfrecord; '
+                                           'Is a directory [Op:IteratorGetNext] name: '),
+         '/data/in.tfrecord: Is a directory; it is a folder: give the path of a file.'),
+        (PermissionError(13, 'Permission denied', tmp), f'cannot write {path}: Permission denied'),
+        (OSError(28, 'No space left on device'), f'cannot write {path}: No space left'),
+    ]
+    for error, message in cases:
+        with pytest.raises(UserError) as e:
+            with utils.storage_errors(path):
+                raise error
+        assert str(e.value).startswith(message), str(e.value)
+    with pytest.raises(tf.errors.InvalidArgumentError):  # not an I/O failure: left alone
+        with utils.storage_errors(path):
+            raise tf.errors.InvalidArgumentError(None, None, 'shapes do not match')
+
+
+# ----------------------------------------------------------------------------------------------
 # 7. Destinations that cannot be written and record paths that are not readable files.
 
 def test_create_split_into_a_read_only_folder(ml_data, monkeypatch):
