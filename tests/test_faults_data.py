@@ -233,6 +233,49 @@ def test_missing_or_malformed_flags_are_one_line(ml_data, script, args, words):
 
 
 # ----------------------------------------------------------------------------------------------
+# 12. The record file goes into place before its metadata file.
+
+def test_metadata_never_describes_another_record_file(ml_data, monkeypatch):
+    path = labelled_file(ml_data / 'toy-train.tfrecord', n=10)
+    images, labels = make_images(5, (8, 8, 1), 10)
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if dst == path:
+            raise KeyboardInterrupt  # stopped just before the record file takes its place
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', failing_replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_records(path, images, labels, 10)
+    monkeypatch.setattr(os, 'replace', real_replace)
+    assert data.read_meta(path)['count'] == 10  # the old file, as it is
+    assert [len(b['label']) for b in data.read_records(path)] == [10]
+
+    # Stopped after the record file took its place, before its metadata file was written.
+    real_write_json = data.write_json
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, 'write_json', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_records(path, images, labels, 10)
+    monkeypatch.setattr(data, 'write_json', real_write_json)
+    assert data.read_meta(path)['count'] == 5  # scanned: the old metadata file is gone
+
+
+def test_metadata_older_than_its_record_file_is_not_trusted(ml_data):
+    path = labelled_file(ml_data / 'toy-train.tfrecord', n=10)
+    other = labelled_file(ml_data / 'other.tfrecord', n=4)
+    os.replace(other, path)  # e.g. replaced by hand, or by an older version of these tools
+    stamp = os.stat(path).st_mtime
+    os.utime(data.meta_path(path), (stamp - 10, stamp - 10))
+    meta = data.read_meta(path)
+    assert meta['count'] == 4 and meta['label_counts'] == {'0': 1, '1': 1, '2': 1, '3': 1}
+
+
+# ----------------------------------------------------------------------------------------------
 # 13. Archives that decompress to more than the published files hold.
 
 def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
