@@ -70,7 +70,9 @@ def filter_records(source, target, class_filter, keep_unlabeled=False, quiet=Fal
         raise UserError('--filter_dataset is required: the record file to filter.')
     if not target:
         raise UserError('--save_name is required: the output record file.')
-    if not isinstance(class_filter, str):
+    if class_filter is None:  # --class_filter not given: parse_class_filter says it is required
+        class_filter = ''
+    elif not isinstance(class_filter, str):
         class_filter = ','.join(map(str, class_filter))
     parse_class_filter(class_filter)  # a malformed filter is reported before any file is read
     if os.path.abspath(source) == os.path.abspath(target) or (

@@ -10,8 +10,10 @@ Record format (kept from the original so other tools read our files): a `tf.trai
 Every record file `X.tfrecord` we write has a metadata file `X.tfrecord.json` beside it:
   {"count": N, "height": H, "width": W, "channels": C, "nclass": K or null,
    "class_names": [...] or null, "label_counts": {"0": n0, ..., "-1": n_unlabelled}}
-so no reader scans a file to learn its facts. A file without one (written by another tool) is
-scanned once, with a warning.
+so no reader scans a file to learn its facts. The metadata file is written after the record file
+is complete and in place, so its presence means a complete record file. A record file without one
+(written by another tool, or by a run stopped between the two), or whose metadata file is older
+than itself (it describes an earlier file of that name), is scanned instead, with a warning.
 
 Names:
   {name}                         a dataset: letters, digits, underscore (never '-' or '.')
@@ -21,6 +23,7 @@ Names:
                                  the split's unlabelled file, training unlabelled = the rest
   {name}-{valid}                 what the supervised baselines read
 """
+import contextlib
 import dataclasses
 import os
 import re
@@ -250,7 +253,9 @@ def encode_png(images):
 
 
 class RecordWriter:
-    """Writes a record file and its metadata, atomically (both appear complete, or not at all).
+    """Writes a record file and then its metadata: both appear complete, or the record file does
+    not change. The record file is renamed into place first and the metadata last, so a metadata
+    file present means its record file is complete (a stale one is removed before the rename).
 
     with RecordWriter(path, shape=(h, w, c), nclass=10, class_names=names) as w:
         w.write(png, label)                # or w.write_serialized(example_bytes, label)
@@ -264,13 +269,15 @@ class RecordWriter:
         self.overwrite = overwrite
         self.count = 0
         self.label_counts = {}
-        self._atomic = None
         self._writer = None
+        self._stack = None
 
     def __enter__(self):
-        self._atomic = atomic_output(self.path, overwrite=self.overwrite)
-        tmp = self._atomic.__enter__()
-        self._writer = _tf().io.TFRecordWriter(tmp)
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_output(self.path, overwrite=self.overwrite))
+            self._writer = _tf().io.TFRecordWriter(tmp)
+            stack.push(self._close)
+            self._stack = stack.pop_all()
         return self
 
     def write(self, png, label, source=None):
@@ -282,11 +289,25 @@ class RecordWriter:
         label = int(label)
         self.label_counts[label] = self.label_counts.get(label, 0) + 1
 
+    def _close(self, exc_type, exc, tb):
+        """Closes the file inside atomic_output (a failing final flush removes the temporary);
+        on success, also removes the old metadata file before the new record file takes the old
+        one's place."""
+        try:
+            self._writer.close()
+        except Exception:
+            if exc_type is None:
+                raise
+        if exc_type is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(meta_path(self.path))
+        return False
+
     def __exit__(self, exc_type, exc, tb):
-        self._writer.close()
+        self._stack.__exit__(exc_type, exc, tb)  # the record file is in place, or removed
         if exc_type is None:
             write_json(meta_path(self.path), self.meta())
-        return self._atomic.__exit__(exc_type, exc, tb)
+        return False
 
     def meta(self):
         return {'count': self.count, 'height': self.shape[0], 'width': self.shape[1],
@@ -294,20 +315,36 @@ class RecordWriter:
                 'label_counts': {str(k): v for k, v in sorted(self.label_counts.items())}}
 
 
-def require_file(path, hint):
-    """A UserError naming a missing record file and the command that creates it."""
+def require_file(path, hint, flag=None):
+    """A UserError for a record file that is missing (with `hint`: the command that creates it),
+    a folder, or unreadable. `flag`, e.g. '--train_record=x', is named first when given."""
+    where = f'{flag}: ' if flag else ''
     if not os.path.exists(path):
-        raise UserError(f'{path} does not exist; {hint}')
+        raise UserError(f'{where}{path} does not exist; {hint}')
+    if os.path.isdir(path):
+        raise UserError(f'{where}{path} is a folder, not a record file; give the path of a '
+                        '.tfrecord file.')
+    if not os.access(path, os.R_OK):
+        raise UserError(f'{where}{path} is not readable (permission denied); fix its permissions '
+                        'or give another file.')
     return path
 
 
 def read_meta(path, hint='create it with scripts/create_datasets.py or scripts/create_split.py.'):
-    """Facts of a record file (see the module doc); scans a file that has no metadata file."""
+    """Facts of a record file (see the module doc), from its metadata file.
+
+    Scans the record file when it has no metadata file, or one older than itself (written for an
+    earlier file of that name: a run stopped between the two files, or a file replaced by hand).
+    """
     require_file(path, hint)
     mpath = meta_path(path)
-    if os.path.exists(mpath):
+    if os.path.exists(mpath) and os.stat(mpath).st_mtime_ns >= os.stat(path).st_mtime_ns:
         return read_json(mpath, 'metadata file')
-    logging.warning('%s has no metadata file %s: scanning it once.', path, mpath)
+    if os.path.exists(mpath):
+        logging.warning('%s is older than %s, so it describes an earlier file: scanning the file.',
+                        mpath, path)
+    else:
+        logging.warning('%s has no metadata file %s: scanning it once.', path, mpath)
     counts, count, shape = {}, 0, None
     for batch in read_records(path):
         if shape is None and len(batch['image']):

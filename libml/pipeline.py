@@ -125,6 +125,10 @@ def supervised_dataset(name, train_record, test_record, nclass=0, img_size=0, cl
     root = root or data.ml_data()
     train_path = os.path.join(root, train_record or f'{base}-train.tfrecord')
     test_path = os.path.join(root, test_record or f'{base}-test.tfrecord')
+    for flag, given, path in (('--train_record', train_record, train_path),
+                              ('--test_record', test_record, test_path)):
+        if given:  # a folder or an unreadable file is named with the flag that gave it
+            data.require_file(path, data.creation_hint(path), f'{flag}={given}')
     train_meta, test_meta = _meta(train_path), _meta(test_path)
     if valid >= train_meta['count']:
         raise UserError(f'--dataset={name}: {valid} validation images requested but {train_path} '

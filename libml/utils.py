@@ -3,11 +3,13 @@
 Nothing here imports TensorFlow, so scripts can report bad input before paying for that import.
 """
 import contextlib
+import errno
 import json
 import os
+import re
 import sys
 
-from absl import app, logging
+from absl import app, flags, logging
 
 
 class UserError(Exception):
@@ -17,9 +19,20 @@ class UserError(Exception):
 def run(main):
     """Runs an absl `main`, turning UserError and Ctrl-C into a one-line message and exit status.
 
-    Exit status: 2 for a user error, 130 when interrupted.
+    Exit status: 2 for a user error (UserError, a bad flag value, an I/O failure such as a full
+    disk: see storage_error), 130 when interrupted.
     """
     prog = os.path.basename(sys.argv[0])
+
+    def fail(message, status):
+        print(f'{prog}: {message}', file=sys.stderr)
+        sys.exit(status)
+
+    def parse_flags(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:  # absl prints two lines and exits with 1
+            fail(f'error: {" ".join(str(e).split())}; see --help.', 2)
 
     def wrapped(argv):
         if not any(a.startswith(('--verbosity', '-v=', '--v=')) or a == '-v' for a in sys.argv):
@@ -27,13 +40,16 @@ def run(main):
         try:
             return main(argv)
         except UserError as e:
-            print(f'{prog}: error: {e}', file=sys.stderr)
-            sys.exit(2)
+            fail(f'error: {e}', 2)
         except KeyboardInterrupt:
-            print(f'{prog}: interrupted; outputs that were not complete were not kept.', file=sys.stderr)
-            sys.exit(130)
+            fail('interrupted; outputs that were not complete were not kept.', 130)
+        except Exception as e:  # only I/O failures; anything else is a bug, with its traceback
+            error = storage_error(e)
+            if error is None:
+                raise
+            fail(f'error: {error}', 2)
 
-    app.run(wrapped)
+    app.run(wrapped, flags_parser=parse_flags)
 
 
 def no_extra_args(argv, usage=''):
@@ -64,29 +80,134 @@ def temporary_name(path):
     return os.path.join(folder, f'.{base}.partial-{os.getpid()}')
 
 
+def _temporary_pid(name, path):
+    """The process id in `name` if it is a temporary_name of `path`, else None."""
+    m = re.fullmatch(rf'\.{re.escape(os.path.basename(path))}\.partial-(\d+)(\.\w+)?',
+                     os.path.basename(name))
+    return int(m.group(1)) if m and os.path.dirname(name) == os.path.dirname(path) else None
+
+
+def output_folder(path):
+    """Creates the folder of the output file `path` if needed; a UserError when `path` cannot be
+    written there (its folder is a file or not writable, or `path` is a folder). Returns the
+    folder."""
+    path = os.path.abspath(path)
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f'cannot create folder {folder}: a part of that path is a file, not a '
+                        'folder; choose another output path.') from None
+    except OSError as e:
+        raise UserError(f'cannot create folder {folder}: {e.strerror}; choose another output '
+                        'path.') from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f'folder {folder} is not writable; choose another output path or fix '
+                        'its permissions.')
+    if os.path.isdir(path):
+        raise UserError(f'{path} is a folder; give a file name for the output.')
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_output(path, overwrite=True):
     """Yields a temporary path to write; renames it to `path` only if the block completes.
 
     An exception, Ctrl-C or a kill leaves `path` untouched (old content kept, or still absent).
+    An I/O failure (full disk, no permission...) becomes a UserError naming `path`
+    (storage_errors).
     """
     path = os.path.abspath(path)
     if not overwrite and os.path.exists(path):
         raise UserError(f'{path} exists; remove it or choose another name.')
-    folder = os.path.dirname(path)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise UserError(f'cannot create folder {folder}: {e.strerror}.') from None
-    if not os.access(folder, os.W_OK):
-        raise UserError(f'folder {folder} is not writable.')
+    output_folder(path)
     tmp = temporary_name(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with storage_errors(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# ----------------------------------------------------------------------------------------------
+# Failures of the operating system's storage (full disk, permissions...), one mapping for all.
+
+# What to do about the errors a user meets when writing outputs.
+_STORAGE_ADVICE = {
+    errno.ENOSPC: 'the disk is full: free some space or choose another folder',
+    errno.EDQUOT: 'the disk quota is used up: free some space or choose another folder',
+    errno.EFBIG: 'the file is larger than the system allows (a full disk, or a file-size limit '
+                 'such as `ulimit -f`): free space, raise the limit or choose another folder',
+    errno.EACCES: 'permission denied: fix the permissions or choose another path',
+    errno.EPERM: 'permission denied: fix the permissions or choose another path',
+    errno.EROFS: 'the file system is read-only: choose another folder',
+    errno.EISDIR: 'it is a folder: give the path of a file',
+    errno.ENOTDIR: 'a part of the path is a file, not a folder: choose another path',
+    errno.ENOENT: 'it does not exist (was its folder moved or removed?)',
+    errno.EIO: 'the device reported an input/output error: check the disk',
+    errno.EMFILE: 'too many open files: raise `ulimit -n`',
+}
+# TensorFlow reports an OS error as "<file>; <strerror>" (tsl's IOError), as one of its own
+# exceptions chosen by errno (ENOSPC: ResourceExhaustedError, EFBIG: OutOfRangeError, EACCES:
+# PermissionDeniedError, EISDIR: FailedPreconditionError...), so the text tells it apart.
+_STRERROR = {os.strerror(code): code for code in errno.errorcode}
+_TF_IO_ERROR = re.compile(r'(?:.*\}\})?\s*(?P<file>[^;{}]*); (?P<reason>[^;\[]*?)\s*(?:\[.*)?')
+
+
+def _os_failure(exc):
+    """(errno, reason, file or None) of an OSError or of a TensorFlow error made from one;
+    None for any other exception."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno, exc.strerror or os.strerror(exc.errno), exc.filename
+    tf = sys.modules.get('tensorflow')  # not imported here: no TensorFlow, no TensorFlow error
+    if tf is not None and isinstance(exc, tf.errors.OpError):
+        lines = (exc.message or '').splitlines()
+        m = _TF_IO_ERROR.fullmatch(lines[0]) if lines else None
+        if m and m.group('reason') in _STRERROR:
+            return _STRERROR[m.group('reason')], m.group('reason'), m.group('file').strip() or None
+    return None
+
+
+def storage_error(exc, path=None):
+    """The UserError (one line: the file, the reason, what to do) for an I/O failure of the
+    operating system: an OSError, or a TensorFlow error (tf.errors.OpError) raised by a reader or
+    writer for one. None for any other exception (a bug keeps its traceback).
+
+    path: the output being written, named instead of its temporary (temporary_name) or of the
+    files it is made of (a checkpoint `prefix` is written as `prefix.index`, `prefix_temp/...`).
+    """
+    found = _os_failure(exc)
+    if found is None:
+        return None
+    code, reason, filename = found
+    if path and (not filename or filename.startswith(path)
+                 or _temporary_pid(filename, path) is not None):
+        what = f'cannot write {path}'
+    else:
+        what = filename or 'input/output error'
+    advice = _STORAGE_ADVICE.get(code)
+    return UserError(f'{what}: {reason}' + (f'; {advice}.' if advice else '.'))
+
+
+@contextlib.contextmanager
+def storage_errors(path):
+    """Turns an I/O failure inside the block into a UserError naming `path` (see storage_error):
+    a full disk or a missing permission is a one-line message, not a traceback.
+
+    Every output written through atomic_output already gets this; use it directly around other
+    writes of `path`, e.g. the trainer's checkpoint saves:
+        with storage_errors(prefix):
+            checkpoint.write(prefix)
+    """
+    try:
+        yield
+    except Exception as e:
+        error = storage_error(e, os.path.abspath(path))
+        if error is None:
+            raise
+        raise error from None
 
 
 def write_json(path, obj):

@@ -24,7 +24,9 @@ Public archives are read in place from --archive_dir (default $ML_DATA/downloads
 canonical names: cifar-10-python.tar.gz, cifar-100-python.tar.gz, {train,test,extra}_32x32.mat,
 stl10_binary.tar.gz. A missing one is downloaded from its canonical URL and checked against its
 published MD5. Nothing is extracted to disk, and CIFAR's pickles are read by an unpickler that
-accepts only plain data and numpy arrays (a downloaded pickle is untrusted input).
+accepts only plain data and numpy arrays (a downloaded pickle is untrusted input). No member or
+MATLAB element larger than the published files allow is read (MEMBER_LIMITS, MAT_READ_LIMIT), so
+a damaged or hostile archive cannot fill memory.
 
 digits: sklearn.datasets.load_digits (1,797 images, values 0..16) scaled to uint8 by
 floor(v * 255 / 16 + 0.5), one channel. Test set: 500 images, stratified: class c gets its share
@@ -217,10 +219,13 @@ def archive_errors(path):
         yield
     except (tarfile.TarError, EOFError, zlib.error, pickle.UnpicklingError, struct.error,
             ValueError, KeyError, TypeError, OSError) as e:
-        url = ARCHIVES.get(os.path.basename(path))
-        fix = f'delete it to download it again from {url.url}' if url else 'replace it'
         raise UserError(f'{path} is damaged or not the published file ({type(e).__name__}: '
-                        f'{e}); {fix}.') from None
+                        f'{e}); {_replace_hint(path)}.') from None
+
+
+def _replace_hint(path):
+    url = ARCHIVES.get(os.path.basename(path))
+    return f'delete it to download it again from {url.url}' if url else 'replace it'
 
 
 def open_tar(path):
@@ -228,18 +233,57 @@ def open_tar(path):
         return tarfile.open(path, 'r:*')
 
 
+# The largest size each member we use may have: about twice its size in the published archive
+# (in the comment), and for stl10_binary/unlabeled_X.bin (streamed, never held in memory) its
+# exact size. A damaged or hostile archive, e.g. a small .tar.gz whose member decompresses to
+# gigabytes (a "decompression bomb"), is refused before its bytes fill memory.
+MB = 1 << 20
+MEMBER_LIMITS = {
+    **{f'cifar-10-batches-py/{m}': 64 * MB for m in (  # about 31 MB each
+        'data_batch_1', 'data_batch_2', 'data_batch_3', 'data_batch_4', 'data_batch_5',
+        'test_batch')},
+    'cifar-10-batches-py/batches.meta': 1 * MB,  # 158 bytes
+    'cifar-100-python/train': 320 * MB,  # about 155 MB
+    'cifar-100-python/test': 64 * MB,  # about 31 MB
+    'cifar-100-python/meta': 1 * MB,  # about 1.5 kB
+    'stl10_binary/train_X.bin': 5000 * 96 * 96 * 3 * 2,  # 5,000 images of 27,648 bytes
+    'stl10_binary/test_X.bin': 8000 * 96 * 96 * 3 * 2,  # 8,000 images
+    'stl10_binary/train_y.bin': 1 * MB,  # 5,000 bytes
+    'stl10_binary/test_y.bin': 1 * MB,  # 8,000 bytes
+    'stl10_binary/class_names.txt': 1 * MB,  # under 100 bytes
+    'stl10_binary/fold_indices.txt': 4 * MB,  # about 50 kB
+    'stl10_binary/unlabeled_X.bin': 100000 * 96 * 96 * 3,  # 100,000 images, exactly
+}
+
+
+def check_member_size(path, name, size):
+    """A UserError naming the archive and member when `size` (declared, or read) is more than
+    MEMBER_LIMITS allows."""
+    limit = MEMBER_LIMITS.get(name)
+    if limit is not None and size > limit:
+        raise UserError(f'{path} is not the published archive: its member {name} is larger than '
+                        f'the published one can be ({size:,} bytes > {limit:,}; a damaged file or '
+                        f'a decompression bomb); {_replace_hint(path)}.')
+
+
 def tar_members(tar, path, names, infos=()):
     """Reads the named members into memory and finds the entries `infos`, in one pass.
 
     A .tar.gz can only be read forwards cheaply: going back means decompressing from the start.
+    Each member's size is checked against MEMBER_LIMITS before it is read (its declared size)
+    and while it is read (never more than the limit is read).
     """
     found, entries = {}, {}
     with archive_errors(path):
         for member in tar:
             name = os.path.normpath(member.name)
             if name in names and member.isfile():
-                found[name] = tar.extractfile(member).read()
+                check_member_size(path, name, member.size)
+                limit = MEMBER_LIMITS.get(name, member.size)
+                found[name] = tar.extractfile(member).read(limit + 1)
+                check_member_size(path, name, len(found[name]))
             elif name in infos and member.isfile():
+                check_member_size(path, name, member.size)
                 entries[name] = member
             if len(found) == len(names) and len(entries) == len(infos):
                 break
@@ -381,6 +425,20 @@ _MAT_TYPES = {1: 'i1', 2: 'u1', 3: 'i2', 4: 'u2', 5: 'i4', 6: 'u4', 7: 'f4', 9: 
 _MI_MATRIX, _MI_COMPRESSED = 14, 15
 
 
+# The published files hold 73,257 (train), 26,032 (test) and 531,131 (extra) images. Reads are
+# bounded so a damaged or hostile file (a header declaring a huge element, or a compressed
+# element that inflates to gigabytes) is refused before it fills memory: the largest read is one
+# chunk of X (CHUNK images) or all of y (at most 4.8 MB, as float64).
+SVHN_MAX_IMAGES = 600_000
+MAT_READ_LIMIT = 64 * MB
+
+
+def _check_read(n):
+    if n > MAT_READ_LIMIT:
+        raise ValueError(f'an element of {n:,} bytes, more than the published files hold '
+                         f'({MAT_READ_LIMIT:,} at most)')
+
+
 class _RawStream:
     """Exact reads from a file."""
 
@@ -388,6 +446,7 @@ class _RawStream:
         self.f = f
 
     def read(self, n):
+        _check_read(n)
         out = self.f.read(n)
         if len(out) != n:
             raise EOFError('the file ends early')
@@ -395,7 +454,8 @@ class _RawStream:
 
 
 class _ZlibStream:
-    """Exact reads from a zlib-compressed element of `nbytes`, decompressing only what is read."""
+    """Exact reads from a zlib-compressed element of `nbytes`, decompressing only what is read
+    (never more: a small compressed block may inflate a thousandfold)."""
 
     def __init__(self, f, nbytes):
         self.f, self.left = f, nbytes
@@ -403,18 +463,22 @@ class _ZlibStream:
         self.buf = bytearray()
 
     def read(self, n):
+        _check_read(n)
         while len(self.buf) < n:
-            if self.left:
-                block = self.f.read(min(self.left, 1 << 20))
+            if self.z.unconsumed_tail:
+                block = self.z.unconsumed_tail
+            elif self.left:
+                block = self.f.read(min(self.left, 1 << 16))
                 if not block:
                     raise EOFError('the file ends early')
                 self.left -= len(block)
-                self.buf += self.z.decompress(block)
             else:
                 tail = self.z.flush()
                 if not tail:
                     raise EOFError('a compressed variable ends early')
                 self.buf += tail
+                continue
+            self.buf += self.z.decompress(block, n - len(self.buf))
         out = bytes(self.buf[:n])
         del self.buf[:n]
         return out
@@ -519,6 +583,8 @@ def svhn_chunks(path):
         if missing:
             raise ValueError(f'no variable {", ".join(sorted(missing))}')
         y = variables['y']()
+        if y.size > SVHN_MAX_IMAGES:
+            raise ValueError(f'y declares {y.size:,} images, the published files at most 531,131')
         labels = y.read(y.size).astype(np.int64)
         x = variables['X']()
         if x.dtype is None or x.dims != (32, 32, 3, len(labels)):

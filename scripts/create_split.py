@@ -287,16 +287,14 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
         raise UserError(f'--label_split_size={size} is larger than --label_size={label_size} '
                         f'(the labelled pool); use at most --label_split_size={label_size}.')
 
-    folder = os.path.dirname(paths['unlabel'])
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise UserError(f'cannot create folder {folder}: {e.strerror}.') from None
+    utils.output_folder(paths['unlabel'])  # before the spill file is written there
     spill_path = utils.temporary_name(paths['unlabel']) + '.spill'
     total = sum(meta['counts'])
     import tensorflow  # noqa: F401  (loaded before the progress bar starts, so its rate is right)
     try:
-        with open(spill_path, 'w+b') as spill:
+        # The spill file, a full copy of the inputs, belongs to the unlabelled file: a full disk
+        # while writing it is a one-line error about that file.
+        with utils.storage_errors(paths['unlabel']), open(spill_path, 'w+b') as spill:
             labels, lengths, firsts = [], [], []
             with tqdm(total=total, unit='rec', desc='read', disable=quiet) as bar:
                 for path in inputs:

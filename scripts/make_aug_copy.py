@@ -272,13 +272,11 @@ def main(argv):
           + f' = {total} records.')
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    try:
-        copy_wall, copy_cpu = write_unlabel_file(unlabel_in, unlabel_out, shape, preset, nclass,
-                                                 class_names, count, total)
-        copy_label_file(label_in, label_out, meta_l)
-    except OSError as e:  # e.g. a full disk: the README asks for 5-10 GB
-        raise UserError(f'cannot write {e.filename or os.path.dirname(unlabel_out)}: '
-                        f'{e.strerror or e}.') from None
+    # A full disk (the README asks for 5-10 GB) is a one-line error naming the file: the
+    # writers report it (libml.utils.storage_errors).
+    copy_wall, copy_cpu = write_unlabel_file(unlabel_in, unlabel_out, shape, preset, nclass,
+                                             class_names, count, total)
+    copy_label_file(label_in, label_out, meta_l)
     elapsed = time.perf_counter() - start
 
     print(f'wrote {unlabel_out} ({total} records) and {label_out} (a copy of {label_in}).')

@@ -1,0 +1,323 @@
+"""Issue 10 "[faults]", data scripts: bad inputs and faults a user meets end in one line on stderr
+that names the file, flag or value and says what to do (exit 2; 130 on Ctrl-C, 143 on SIGTERM), and
+nothing already written is lost or half written. One section per item of the issue.
+
+We run as root here, so chmod does not stop us: a read-only or unreadable path is simulated with
+paths that are folders, files where a folder is expected, or a monkeypatched `os.access`/`open`.
+"""
+import glob
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, make_images, run_script, write_records
+from libml import data, utils
+from libml.utils import UserError
+from test_create_datasets import write_tar
+from test_create_split import cs, load_script
+
+import filter_dataset as fd  # noqa: E402  (at the repository root, on sys.path via conftest)
+
+CREATE_SPLIT = os.path.join(REPO, 'scripts', 'create_split.py')
+CREATE_DATASETS = os.path.join(REPO, 'scripts', 'create_datasets.py')
+MAKE_AUG_COPY = os.path.join(REPO, 'scripts', 'make_aug_copy.py')
+FILTER = os.path.join(REPO, 'filter_dataset.py')
+RENAME = os.path.join(REPO, 'scripts', 'rename_files.py')
+
+
+def error_line(result, prog, status=2):
+    """The one line a failed command printed about itself (TensorFlow's start-up chatter and
+    progress bars aside): the exit status, no traceback, no "Exception ignored"."""
+    assert result.returncode == status, \
+        f'exit {result.returncode}\n{result.stdout}\n{result.stderr}'
+    assert 'Traceback' not in result.stderr and 'Exception ignored' not in result.stderr, \
+        result.stderr
+    lines = [line for line in result.stderr.replace('\r', '\n').splitlines()
+             if line.startswith(f'{prog}: ')]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def leftovers(folder):
+    """Temporaries (hidden .partial-* files) under `folder`."""
+    return sorted(glob.glob(os.path.join(str(folder), '**', '.*partial-*'), recursive=True))
+
+
+def labelled_file(path, n=60, nclass=10, shape=(8, 8, 1), seed=0):
+    images, labels = make_images(n, shape, nclass, seed=seed)
+    return write_records(str(path), images, labels, nclass)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. A full disk (here: a file-size limit, `ulimit -f`) while writing.
+
+def run_with_file_limit(args, limit_bytes):
+    """Runs `python ARGS` as `ulimit -f` would: a write past `limit_bytes` fails with EFBIG
+    (Python ignores SIGXFSZ), as TensorFlow's OutOfRangeError or as OSError."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env, preexec_fn=limit,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_full_disk_create_datasets_and_filter(ml_data, tmp_path):
+    result = run_with_file_limit([CREATE_DATASETS, 'digits'], 64 << 10)  # train is 220 kB
+    line = error_line(result, 'create_datasets.py')
+    assert 'digits-train.tfrecord' in line and 'ulimit' in line and 'free space' in line
+    assert os.listdir(ml_data) == []
+
+    source = labelled_file(tmp_path / 'in.tfrecord', n=2000)  # about 200 kB
+    out = ml_data / 'out.tfrecord'
+    result = run_with_file_limit([FILTER, '--class_filter=0,1,2,3,4,5,6,7,8',
+                                  f'--filter_dataset={source}', f'--save_name={out}'], 64 << 10)
+    assert 'out.tfrecord: File too large' in error_line(result, 'filter_dataset.py')
+    assert os.listdir(ml_data) == []
+
+
+def test_full_disk_create_split_and_make_aug_copy(ml_data):
+    # create_split spills a full copy of its input first: that copy hits the limit.
+    labelled_file(ml_data / 'toy-train.tfrecord', n=2000)
+    result = run_with_file_limit([CREATE_SPLIT, '--seed=1', '--label_split_size=20',
+                                  ml_data / 'SSL' / 'toy', ml_data / 'toy-train.tfrecord'],
+                                 64 << 10)
+    assert 'toy.1@20-unlabel.tfrecord: File too large' in error_line(result, 'create_split.py')
+    assert os.listdir(ml_data / 'SSL') == []
+
+    stem = os.path.join(ml_data, 'SSL', 'toy.1@20')
+    x, y = make_images(20, (16, 16, 3), 10, seed=1)
+    write_records(stem + '-label.tfrecord', x, y, 10)
+    x, y = make_images(300, (16, 16, 3), 10, seed=2)
+    write_records(stem + '-unlabel.tfrecord', x, y, 10)
+    before = sorted(os.listdir(ml_data / 'SSL'))
+    result = run_with_file_limit([MAKE_AUG_COPY, '--aug_dataset=toy.1@20', '--aug_copy=2'],
+                                 256 << 10)
+    assert 'toy_aug2.1@20-unlabel.tfrecord: File too large' in error_line(result,
+                                                                          'make_aug_copy.py')
+    assert sorted(os.listdir(ml_data / 'SSL')) == before
+
+
+def test_storage_errors_names_the_output_for_tensorflow_and_os_errors(tmp_path):
+    """The one mapping the trainer also uses around checkpoint saves."""
+    import tensorflow as tf
+    path = str(tmp_path / 'tf' / 'model.ckpt-00000064')
+    tmp = utils.temporary_name(path)
+    cases = [
+        (tf.errors.ResourceExhaustedError(None, None, f'{tmp}; No space left on device'),
+         f'cannot write {path}: No space left on device; the disk is full'),
+        (tf.errors.OutOfRangeError(None, None, f'{path}_temp/part-0.index; File too large'),
+         f'cannot write {path}: File too large; the file is larger than the system allows'),
+        (tf.errors.FailedPreconditionError(None, None, '{{function_node x}} /data/in.tfrecord; '
+                                           'Is a directory [Op:IteratorGetNext] name: '),
+         '/data/in.tfrecord: Is a directory; it is a folder: give the path of a file.'),
+        (PermissionError(13, 'Permission denied', tmp), f'cannot write {path}: Permission denied'),
+        (OSError(28, 'No space left on device'), f'cannot write {path}: No space left'),
+    ]
+    for error, message in cases:
+        with pytest.raises(UserError) as e:
+            with utils.storage_errors(path):
+                raise error
+        assert str(e.value).startswith(message), str(e.value)
+    with pytest.raises(tf.errors.InvalidArgumentError):  # not an I/O failure: left alone
+        with utils.storage_errors(path):
+            raise tf.errors.InvalidArgumentError(None, None, 'shapes do not match')
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. Destinations that cannot be written and record paths that are not readable files.
+
+def test_create_split_into_a_read_only_folder(ml_data, monkeypatch):
+    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    ssl = ml_data / 'SSL'
+    ssl.mkdir()
+    # As a user, open() in a read-only folder raises PermissionError; root is never refused, so
+    # both the permission check and the refusal are simulated.
+    real_access, real_open = os.access, open
+
+    def access(path, mode, **kw):
+        return False if os.path.abspath(path) == str(ssl) and mode & os.W_OK else real_access(
+            path, mode, **kw)
+
+    def refusing_open(path, *args, **kw):
+        if os.path.dirname(os.path.abspath(path)) == str(ssl):
+            raise PermissionError(13, 'Permission denied', str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, 'access', access)
+    monkeypatch.setattr(cs, 'open', refusing_open, raising=False)
+    with pytest.raises(UserError, match=rf'folder {ssl} is not writable'):
+        cs.create_split(str(ssl / 'toy'), [source], 1, 20, quiet=True)
+    assert os.listdir(ssl) == []
+
+
+def test_create_split_prefix_under_a_file(ml_data):
+    labelled_file(ml_data / 'toy-train.tfrecord')
+    (ml_data / 'SSL').write_text('not a folder')
+    result = run_script(CREATE_SPLIT, '--label_split_size=20', ml_data / 'SSL' / 'toy',
+                        ml_data / 'toy-train.tfrecord')
+    line = error_line(result, 'create_split.py')
+    assert str(ml_data / 'SSL') in line and 'is a file' in line and 'choose another' in line
+
+
+def test_record_paths_that_are_folders(ml_data):
+    folder = ml_data / 'toy-train.tfrecord'
+    folder.mkdir()
+    with pytest.raises(UserError, match=rf'{folder} is a folder, not a record file'):
+        cs.create_split(str(ml_data / 'SSL' / 'toy'), [str(folder)], 1, 20, quiet=True)
+    with pytest.raises(UserError, match=rf'{folder} is a folder, not a record file'):
+        fd.filter_records(str(folder), str(ml_data / 'o.tfrecord'), '1', quiet=True)
+    from libml import pipeline
+    labelled_file(ml_data / 'toy-test.tfrecord')
+    with pytest.raises(UserError, match=rf'--train_record={folder}: {folder} is a folder'):
+        pipeline.supervised_dataset('toy-5', str(folder), 'toy-test.tfrecord')
+    result = run_script(CREATE_SPLIT, '--label_split_size=20', ml_data / 'SSL' / 'toy', folder)
+    assert 'is a folder, not a record file' in error_line(result, 'create_split.py')
+    assert sorted(os.listdir(ml_data)) == ['toy-test.tfrecord', 'toy-test.tfrecord.json',
+                                           'toy-train.tfrecord']
+
+
+def test_unreadable_record_files(ml_data, monkeypatch):
+    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    real_access = os.access
+    # chmod 000 does not stop root: the permission check is what is simulated.
+    monkeypatch.setattr(os, 'access', lambda path, mode, **kw: False if (
+        os.path.abspath(path) == source and mode & os.R_OK) else real_access(path, mode, **kw))
+    with pytest.raises(UserError, match=rf'{source} is not readable'):
+        cs.create_split(str(ml_data / 'SSL' / 'toy'), [source], 1, 20, quiet=True)
+    with pytest.raises(UserError, match=rf'{source} is not readable'):
+        fd.filter_records(source, str(ml_data / 'o.tfrecord'), '1', quiet=True)
+    from libml import pipeline
+    with pytest.raises(UserError, match=rf'--train_record=toy-train.tfrecord: {source} is not '):
+        pipeline.supervised_dataset('toy-5', 'toy-train.tfrecord', 'toy-train.tfrecord')
+
+
+def test_output_path_that_is_a_folder(ml_data):
+    source = labelled_file(ml_data / 'toy-test.tfrecord')
+    target = ml_data / 'out.tfrecord'
+    target.mkdir()
+    with pytest.raises(UserError, match=rf'{target} is a folder; give a file name'):
+        fd.filter_records(source, str(target), '1', quiet=True)
+    assert sorted(os.listdir(ml_data)) == ['out.tfrecord', 'toy-test.tfrecord',
+                                           'toy-test.tfrecord.json']
+
+
+# ----------------------------------------------------------------------------------------------
+# 9. Required flags.
+
+@pytest.mark.parametrize('script, args, words', [
+    (FILTER, ['--filter_dataset=in.tfrecord', '--save_name=out.tfrecord'],
+     ['--class_filter is required']),
+    (FILTER, ['--class_filter=1', '--save_name=out.tfrecord'], ['--filter_dataset is required']),
+    (FILTER, ['--class_filter=1', '--filter_dataset=in.tfrecord'], ['--save_name is required']),
+    (CREATE_SPLIT, ['SSL/toy', 'toy-train.tfrecord'], ['--label_split_size is required']),
+    (CREATE_SPLIT, ['--label_split_size=x', 'SSL/toy', 'toy-train.tfrecord'],
+     ['--label_split_size=x', '--help']),
+    (MAKE_AUG_COPY, [], ['--aug_dataset is required']),
+    (MAKE_AUG_COPY, ['--aug_dataset=toy.1@20', '--aug_copy='], ['--aug_copy=', '--help']),
+    (RENAME, ['--index=0'], ['--targetdir is required']),
+    (RENAME, ['--targetdir=.', '--filetype=gif'], ['--filetype=gif', 'png']),
+])
+def test_missing_or_malformed_flags_are_one_line(ml_data, script, args, words):
+    result = run_script(script, *args, cwd=ml_data)
+    line = error_line(result, os.path.basename(script))
+    for word in words:
+        assert word in line
+
+
+# ----------------------------------------------------------------------------------------------
+# 12. The record file goes into place before its metadata file.
+
+def test_metadata_never_describes_another_record_file(ml_data, monkeypatch):
+    path = labelled_file(ml_data / 'toy-train.tfrecord', n=10)
+    images, labels = make_images(5, (8, 8, 1), 10)
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if dst == path:
+            raise KeyboardInterrupt  # stopped just before the record file takes its place
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', failing_replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_records(path, images, labels, 10)
+    monkeypatch.setattr(os, 'replace', real_replace)
+    assert data.read_meta(path)['count'] == 10  # the old file, as it is
+    assert [len(b['label']) for b in data.read_records(path)] == [10]
+
+    # Stopped after the record file took its place, before its metadata file was written.
+    real_write_json = data.write_json
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, 'write_json', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_records(path, images, labels, 10)
+    monkeypatch.setattr(data, 'write_json', real_write_json)
+    assert data.read_meta(path)['count'] == 5  # scanned: the old metadata file is gone
+
+
+def test_metadata_older_than_its_record_file_is_not_trusted(ml_data):
+    path = labelled_file(ml_data / 'toy-train.tfrecord', n=10)
+    other = labelled_file(ml_data / 'other.tfrecord', n=4)
+    os.replace(other, path)  # e.g. replaced by hand, or by an older version of these tools
+    stamp = os.stat(path).st_mtime
+    os.utime(data.meta_path(path), (stamp - 10, stamp - 10))
+    meta = data.read_meta(path)
+    assert meta['count'] == 4 and meta['label_counts'] == {'0': 1, '1': 1, '2': 1, '3': 1}
+
+
+# ----------------------------------------------------------------------------------------------
+# 13. Archives that decompress to more than the published files hold.
+
+def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
+    cd = load_script('create_datasets', CREATE_DATASETS)
+    # 4 MB of zeros compress to 4 kB; with the limit lowered to 64 kB, it stands for the 764 kB
+    # archive that inflated to 823 MB against the real limits.
+    monkeypatch.setitem(cd.MEMBER_LIMITS, 'cifar-10-batches-py/data_batch_1', 64 << 10)
+    archive = write_tar(tmp_path / 'cifar-10-python.tar.gz',
+                     {'cifar-10-batches-py/data_batch_1': bytes(4 << 20)})
+    assert os.path.getsize(archive) < 64 << 10
+    read = []
+    real_read = tarfile.ExFileObject.read
+    monkeypatch.setattr(tarfile.ExFileObject, 'read',
+                        lambda self, size=-1: read.append(size) or real_read(self, size))
+    with pytest.raises(UserError) as e:
+        cd.create_cifar10(str(ml_data), str(tmp_path))
+    message = str(e.value)
+    assert str(archive) in message and 'cifar-10-batches-py/data_batch_1' in message
+    assert 'decompression bomb' in message and 'delete it' in message
+    assert read == []  # refused on its declared size
+    assert os.listdir(ml_data) == []
+
+    # STL-10's unlabelled images are streamed, but are limited too (their exact size).
+    monkeypatch.setitem(cd.MEMBER_LIMITS, 'stl10_binary/unlabeled_X.bin', 2 * cd.STL_BYTES)
+    archive = write_tar(tmp_path / 'stl10_binary.tar.gz',
+                     {'stl10_binary/unlabeled_X.bin': bytes(3 * cd.STL_BYTES)})
+    with pytest.raises(UserError, match='its member stl10_binary/unlabeled_X.bin is larger'):
+        cd.create_stl10(str(ml_data), str(tmp_path))
+
+
+def test_svhn_mat_reads_are_bounded(ml_data, tmp_path, monkeypatch):
+    import scipy.io
+    cd = load_script('create_datasets', CREATE_DATASETS)
+    monkeypatch.setattr(cd, 'CHUNK', 2)
+    monkeypatch.setattr(cd, 'MAT_READ_LIMIT', 16 << 10)
+    # y of 4,000 float64 labels (32 kB) stands for an element larger than the format allows.
+    n = 4000
+    x = np.zeros((32, 32, 3, n), np.uint8)
+    y = np.ones((n, 1))
+    for part in ('train', 'test', 'extra'):
+        scipy.io.savemat(tmp_path / f'{part}_32x32.mat', {'X': x, 'y': y}, do_compression=True)
+    with pytest.raises(UserError, match=r'train_32x32\.mat is damaged or not the published file '
+                                        r'\(ValueError: an element of 32,000 bytes'):
+        cd.create_svhn(str(ml_data), str(tmp_path))
+    assert os.listdir(ml_data) == []
