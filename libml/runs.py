@@ -24,7 +24,7 @@ def run_name(algorithm_name, args):
     return '_'.join([algorithm_name] + [f'{k}{v}' for k, v in sorted(args.items())])
 
 
-def _check_readable(prefix):
+def check_readable(prefix):
     """Reads every tensor of checkpoint `prefix`: a damaged one is a one-line error naming it
     (before anything is restored or overwritten)."""
     try:

@@ -5,6 +5,7 @@ Nothing here imports TensorFlow, so scripts can report bad input before paying f
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import sys
@@ -30,9 +31,14 @@ def run(main):
 
     def parse_flags(argv):
         try:
-            return flags.FLAGS(argv)
+            argv = flags.FLAGS(argv)
         except flags.Error as e:  # absl prints two lines and exits with 1
             fail(f'error: {" ".join(str(e).split())}; see --help.', 2)
+        for name in flags.FLAGS:  # absl accepts nan and inf, which no flag of ours means
+            value = flags.FLAGS[name].value
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(f'error: --{name}={value} is not a finite number.', 2)
+        return argv
 
     def wrapped(argv):
         if not any(a.startswith(('--verbosity', '-v=', '--v=')) or a == '-v' for a in sys.argv):
