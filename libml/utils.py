@@ -218,13 +218,15 @@ def write_json(path, obj):
             f.write('\n')
 
 
-def read_json(path, what='file'):
-    """Reads JSON, turning a missing or malformed file into a UserError naming it."""
+def read_json(path, what='file', fix=None):
+    """Reads JSON, turning a missing or malformed file into a UserError naming it (and saying
+    `fix`, what to do about a malformed one, when given)."""
     try:
         with open(path, encoding='utf-8') as f:
             return json.load(f)
     except FileNotFoundError:
         raise UserError(f'{what} {path} does not exist.') from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f'{what} {path} is not valid JSON ({e}).') from None
+        raise UserError(f'{what} {path} is not valid JSON ({e})' + (f'; {fix}' if fix else '.')
+                        ) from None
 

@@ -39,7 +39,6 @@ what a killed run left). An existing complete dataset is an error unless --overw
 import glob
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -50,8 +49,7 @@ from absl import flags  # noqa: E402
 
 from libml import augment as augment_lib  # noqa: E402
 from libml import data  # noqa: E402
-from libml.utils import (UserError, atomic_output, no_extra_args, run, temporary_name,  # noqa: E402
-                         write_json)
+from libml.utils import UserError, no_extra_args, run, temporary_name  # noqa: E402
 
 flags.DEFINE_string('aug_dataset', None,
                     'Split to augment, NAME.SEED@SIZE (e.g. cifar10.1@250): reads '
@@ -112,10 +110,13 @@ def remove_stale_partials(path):
 
 
 def copy_label_file(src, dst, meta):
-    """The label file under the new name: the same bytes, and the same metadata."""
-    with atomic_output(dst) as tmp:
-        shutil.copyfile(src, tmp)
-        write_json(data.meta_path(dst), meta)
+    """The label file under the new name: the same records, byte for byte, and metadata stating
+    what was copied (a wrong count or shape in `meta`, the source's, is not passed on)."""
+    with data.RecordWriter(dst, (meta['height'], meta['width'], meta['channels']),
+                           nclass=meta.get('nclass'), class_names=meta.get('class_names')) as w:
+        for batch in data.read_records(src):
+            for raw, label in zip(batch['raw'].tolist(), batch['label'].tolist()):
+                w.write_serialized(raw, label)
 
 
 def _records(path):

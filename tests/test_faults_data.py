@@ -210,6 +210,127 @@ def test_output_path_that_is_a_folder(ml_data):
 
 
 # ----------------------------------------------------------------------------------------------
+# 8. Malformed or lying metadata files.
+
+GOOD_META = {'count': 60, 'height': 8, 'width': 8, 'channels': 1, 'nclass': 10,
+             'class_names': None, 'label_counts': {str(c): 6 for c in range(10)}}
+
+BAD_METAS = [
+    ([GOOD_META], 'a JSON list'),
+    ({k: v for k, v in GOOD_META.items() if k != 'height'}, '"height" is missing'),
+    (dict(GOOD_META, count='60'), '"count" is "60"'),
+    (dict(GOOD_META, count=True), '"count" is true'),
+    (dict(GOOD_META, width=0), '"width" is 0'),
+    (dict(GOOD_META, channels=7), '"channels" is 7'),
+    (dict(GOOD_META, nclass='ten'), '"nclass" is "ten"'),
+    (dict(GOOD_META, class_names='cat'), '"class_names" is not a list'),
+    (dict(GOOD_META, class_names=['a', 'b']), 'lists 2 names but "nclass" is 10'),
+    (dict(GOOD_META, label_counts=[6] * 10), '"label_counts" is not of the form'),
+    (dict(GOOD_META, label_counts={'0': 60, 'x': 1}), '"label_counts" is not of the form'),
+    (dict(GOOD_META, label_counts={'12': 60}), 'label 12, outside -1..9'),
+    (dict(GOOD_META, label_counts={'0': 59}), 'add up to 59, not "count" 60'),
+]
+
+
+def write_meta(path, meta):
+    with open(data.meta_path(str(path)), 'w', encoding='utf-8') as f:
+        json.dump(meta, f)
+
+
+@pytest.mark.parametrize('meta, problem', BAD_METAS, ids=[p for _, p in BAD_METAS])
+def test_malformed_metadata_is_one_error_naming_the_file(ml_data, meta, problem):
+    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    write_meta(source, meta)
+    mpath = data.meta_path(source)
+    for call in (lambda: data.read_meta(source),
+                 lambda: cs.create_split(str(ml_data / 'SSL' / 'toy'), [source], 1, 20,
+                                         quiet=True),
+                 lambda: fd.filter_records(source, str(ml_data / 'o.tfrecord'), '1', quiet=True)):
+        with pytest.raises(UserError) as e:
+            call()
+        message = str(e.value)
+        assert f'metadata file {mpath} is not valid' in message and problem in message, message
+        assert 'delete it' in message and 'scanned' in message
+
+
+def test_malformed_metadata_in_the_trainer_and_on_the_command_line(ml_data):
+    from conftest import make_ssl_dataset
+    from libml import pipeline
+    stem = make_ssl_dataset(str(ml_data), name='toy')
+    label = data.split_path(stem, 'label')
+    write_meta(label, {'count': 12, 'width': 8, 'channels': 1})  # no height
+    with pytest.raises(UserError, match=r'toy.1@12-label.tfrecord.json is not valid '
+                                        r'\("height" is '):
+        pipeline.ssl_dataset(f'{stem}-6')
+    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    write_meta(source, [1, 2])
+    result = run_script(CREATE_SPLIT, '--label_split_size=20', ml_data / 'SSL' / 'toy', source)
+    assert 'toy-train.tfrecord.json is not valid' in error_line(result, 'create_split.py')
+    result = run_script(FILTER, '--class_filter=1', f'--filter_dataset={source}',
+                        f'--save_name={ml_data / "o.tfrecord"}')
+    assert 'toy-train.tfrecord.json is not valid' in error_line(result, 'filter_dataset.py')
+
+
+@pytest.mark.parametrize('lie, words', [
+    (dict(count=50, label_counts={str(c): 5 for c in range(10)}), ['holds 60 records', 'says 50']),
+    (dict(label_counts={'0': 15, '1': 45}), ['holds the labels', "'9': 6"]),
+    (dict(nclass=5, label_counts=None), ['holds label 9', 'says 5 classes']),
+])
+def test_create_split_stops_when_metadata_disagrees_with_the_records(ml_data, lie, words):
+    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    write_meta(source, dict(GOOD_META, **lie))
+    with pytest.raises(UserError) as e:
+        cs.create_split(str(ml_data / 'SSL' / 'toy'), [source], 1, 20, quiet=True)
+    for word in words + [data.meta_path(source), 'delete it']:
+        assert word in str(e.value)
+    assert os.listdir(ml_data / 'SSL') == []
+
+
+def test_writers_state_what_they_wrote_not_what_the_input_claimed(ml_data):
+    """A consistent but wrong metadata file (4x4x3 images, 3 classes named a, b, c) beside 8x8x1
+    images of 10 classes: the new files' metadata must state the truth."""
+    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    lie = dict(GOOD_META, height=4, width=4, channels=3, nclass=3, class_names=['a', 'b', 'c'],
+               label_counts=None)
+    write_meta(source, lie)
+    truth = {'height': 8, 'width': 8, 'channels': 1, 'nclass': 10, 'class_names': None}
+
+    def facts(path):
+        meta = data.read_meta(str(path))
+        return {k: meta[k] for k in truth}
+
+    fd.filter_records(source, str(ml_data / 'f.tfrecord'), '0,1,2', quiet=True)
+    assert facts(ml_data / 'f.tfrecord') == dict(truth, nclass=3, class_names=['a', 'b', 'c'])
+    write_meta(source, dict(lie, nclass=None, class_names=None))
+    fd.filter_records(source, str(ml_data / 'h.tfrecord'), '7', quiet=True)
+    assert facts(ml_data / 'h.tfrecord') == dict(truth, nclass=None)
+
+    # create_split reads every label: the class count is the true one (the lie is refused above)
+    write_meta(source, dict(lie, nclass=10, class_names=None))
+    cs.create_split(str(ml_data / 'SSL' / 'toy'), [source], 1, 20, quiet=True)
+    for part in ('label', 'unlabel'):
+        assert facts(ml_data / 'SSL' / f'toy.1@20-{part}.tfrecord') == truth
+
+    # make_aug_copy copies the label file: not its metadata file.
+    label = data.split_path('toy.1@20', 'label')
+    write_meta(label, dict(data.read_meta(label), height=4, width=4, channels=3, nclass=3,
+                           class_names=['a', 'b', 'c'], label_counts=None))
+    result = run_script(MAKE_AUG_COPY, '--aug_dataset=toy.1@20', '--aug_copy=1', '--augment=svhn')
+    assert result.returncode == 0, result.stderr
+    assert facts(data.split_path('toy_aug1.1@20', 'label')) == truth
+
+
+def test_writer_refuses_records_of_mixed_shapes(ml_data):
+    a = labelled_file(ml_data / 'a-train.tfrecord', n=20, shape=(8, 8, 1))
+    b = labelled_file(ml_data / 'b-train.tfrecord', n=20, shape=(6, 6, 1))
+    write_meta(b, dict(data.read_meta(b), height=8, width=8))  # says 8x8x1, as a's
+    with pytest.raises(UserError, match=r'record \d+ holds a \dx\dx1 image, the records before '
+                                        r'it \dx\dx1: an input holds images of another shape'):
+        cs.create_split(str(ml_data / 'SSL' / 'ab'), [a, b], 1, 20, quiet=True)
+    assert os.listdir(ml_data / 'SSL') == []
+
+
+# ----------------------------------------------------------------------------------------------
 # 9. Required flags.
 
 @pytest.mark.parametrize('script, args, words', [
