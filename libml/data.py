@@ -33,7 +33,8 @@ import struct
 
 from absl import logging
 
-from libml.utils import UserError, atomic_output, ml_data, read_json, write_json
+from libml.utils import (UserError, atomic_output, check_interrupted, ml_data, read_json,
+                         write_json)
 
 NAME_PATTERN = r'[A-Za-z0-9_]+'
 _SSL_RE = re.compile(rf'^({NAME_PATTERN})\.(\d+)@(\d+)-(\d+)$')
@@ -321,6 +322,8 @@ class RecordWriter:
         self.count += 1
         label = int(label)
         self.label_counts[label] = self.label_counts.get(label, 0) + 1
+        if not self.count % 4096:
+            check_interrupted()
 
     def _close(self, exc_type, exc, tb):
         """Closes the file inside atomic_output (a failing final flush removes the temporary);
@@ -459,7 +462,9 @@ def read_records(path, batch_size=1024):
     ds = ds.map(lambda raw: dict(parse_records(raw), raw=raw),
                 num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
     try:
-        yield from ds.as_numpy_iterator()
+        for batch in ds.as_numpy_iterator():
+            check_interrupted()
+            yield batch
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
         raise UserError(f'{path} is not a valid record file ({e.message.splitlines()[0]}); '
                         'create it again.') from None
