@@ -4,6 +4,7 @@ Nothing here imports TensorFlow, so scripts can report bad input before paying f
 """
 import contextlib
 import errno
+import glob
 import json
 import os
 import re
@@ -18,17 +19,26 @@ class UserError(Exception):
     """A mistake of the user's (bad flag, missing file...): printed as one line, no traceback."""
 
 
-# Signals received (SIGINT), in order; see check_interrupted.
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM: the program stops as on Ctrl-C (outputs that are
+    not complete are removed, one line on stderr), with exit status 143 instead of 130.
+
+    A KeyboardInterrupt, so every cleanup written for Ctrl-C also runs on SIGTERM, and
+    `except Exception` does not swallow it.
+    """
+
+
+# Signals received (SIGINT, SIGTERM), in order; see check_interrupted.
 _signals = []
 
 
 def _on_signal(signum, frame):
     _signals.append(signum)
-    raise KeyboardInterrupt()
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def check_interrupted():
-    """Raises again an interrupt (Ctrl-C) that the program received but lost.
+    """Raises again an interrupt (Ctrl-C, SIGTERM) that the program received but lost.
 
     Python runs a signal handler between any two bytecodes of the main thread, also inside a
     weakref callback or a finaliser, and an exception raised there is printed as "Exception
@@ -39,7 +49,7 @@ def check_interrupted():
     interrupt, lost or not, always stops the program before its next output appears.
     """
     if _signals:
-        raise KeyboardInterrupt()
+        raise Terminated() if _signals[0] == signal.SIGTERM else KeyboardInterrupt()
 
 
 def _unraisable(hook):
@@ -52,11 +62,11 @@ def _unraisable(hook):
 
 
 def run(main):
-    """Runs an absl `main`, turning UserError and Ctrl-C into a one-line message and exit status.
+    """Runs an absl `main` as an entry point: every way it can stop is one line on stderr.
 
     Exit status: 2 for a user error (UserError, a bad flag value, an I/O failure such as a full
-    disk: see storage_error), 130 on Ctrl-C (raised in the main thread, so `finally` blocks and
-    atomic_output remove incomplete outputs first).
+    disk: see storage_error), 130 on Ctrl-C and 143 on SIGTERM (both raise in the main thread,
+    so `finally` blocks and atomic_output remove incomplete outputs first).
     """
     prog = os.path.basename(sys.argv[0])
 
@@ -90,12 +100,15 @@ def run(main):
             fail(f'error: {error}', 2)
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_signal)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _on_signal)
         sys.unraisablehook = _unraisable(sys.unraisablehook)
     try:
         app.run(wrapped, flags_parser=parse_flags)
-    except KeyboardInterrupt:
-        fail('interrupted; outputs that were not complete were not kept.', 130)
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        fail(f'{"terminated (SIGTERM)" if terminated else "interrupted"}; outputs that were not '
+             'complete were not kept.', 143 if terminated else 130)
 
 
 def no_extra_args(argv, usage=''):
@@ -120,10 +133,15 @@ def ml_data():
     return path
 
 
-def temporary_name(path):
-    """Where `path` is written before it is complete: a hidden name in the same folder."""
+def temporary_name(path, suffix=''):
+    """Where `path` is written before it is complete: a hidden name in the same folder that holds
+    this process's id, so a later run can tell a temporary of a killed run
+    (remove_stale_temporaries).
+
+    `suffix` names other scratch files that belong to the same output (e.g. '.spill').
+    """
     folder, base = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f'.{base}.partial-{os.getpid()}')
+    return os.path.join(folder, f'.{base}.partial-{os.getpid()}{suffix}')
 
 
 def _temporary_pid(name, path):
@@ -131,6 +149,30 @@ def _temporary_pid(name, path):
     m = re.fullmatch(rf'\.{re.escape(os.path.basename(path))}\.partial-(\d+)(\.\w+)?',
                      os.path.basename(name))
     return int(m.group(1)) if m and os.path.dirname(name) == os.path.dirname(path) else None
+
+
+def remove_stale_temporaries(path):
+    """Deletes the temporaries of `path` (temporary_name) left by a run that was killed: those
+    whose process no longer exists. Says so in one line for each. Called before `path` is
+    written again (atomic_output does it), so a SIGKILL costs no disk space for long."""
+    path = os.path.abspath(path)
+    folder, base = os.path.split(path)
+    for tmp in glob.glob(os.path.join(glob.escape(folder), f'.{glob.escape(base)}.partial-*')):
+        pid = _temporary_pid(tmp, path)
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # its writer is still running
+        except ProcessLookupError:
+            pass
+        except OSError:  # e.g. another user's process: alive
+            continue
+        try:
+            os.remove(tmp)
+        except OSError:
+            continue
+        print(f'removed {tmp}, left by an interrupted run (process {pid})', file=sys.stderr)
 
 
 def output_folder(path):
@@ -159,14 +201,15 @@ def output_folder(path):
 def atomic_output(path, overwrite=True):
     """Yields a temporary path to write; renames it to `path` only if the block completes.
 
-    An exception, Ctrl-C or a kill leaves `path` untouched (old content kept, or still absent).
-    An I/O failure (full disk, no permission...) becomes a UserError naming `path`
-    (storage_errors).
+    An exception, Ctrl-C or SIGTERM leaves `path` untouched (old content kept, or still absent);
+    a SIGKILL leaves a temporary that the next atomic_output of `path` removes. An I/O failure
+    (full disk, no permission...) becomes a UserError naming `path` (storage_errors).
     """
     path = os.path.abspath(path)
     if not overwrite and os.path.exists(path):
         raise UserError(f'{path} exists; remove it or choose another name.')
     output_folder(path)
+    remove_stale_temporaries(path)
     tmp = temporary_name(path)
     try:
         with storage_errors(path):

@@ -41,7 +41,8 @@ How it streams (memory does not grow with the data beyond a few numbers per reco
   are sequential) and written in output order. Peak memory is therefore TensorFlow's own (about
   600 MB, mostly its libraries) plus --buffer_mb plus the per-record numbers (about 100 bytes per
   record with the id lists of the map JSON), whatever the size of the images; the cost is one
-  temporary copy of the inputs on disk, removed at the end. The label file is in input order.
+  temporary copy of the inputs on disk, removed at the end (after a kill, by the next run of the
+  same split). The label file is in input order.
 
 The inputs' metadata files must agree with their records (count, label counts, classes): the
 split is planned on the records as read, and a disagreement stops it before anything is written.
@@ -307,13 +308,14 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
         raise UserError(f'--label_split_size={size} is larger than --label_size={label_size} '
                         f'(the labelled pool); use at most --label_split_size={label_size}.')
 
-    utils.output_folder(paths['unlabel'])  # before the spill file is written there
-    spill_path = utils.temporary_name(paths['unlabel']) + '.spill'
+    utils.output_folder(paths['unlabel'])
+    # The spill file, a full copy of the inputs, is a temporary of the unlabelled file: one left
+    # by a killed run is removed here, and a full disk while writing it is a one-line error.
+    utils.remove_stale_temporaries(paths['unlabel'])
+    spill_path = utils.temporary_name(paths['unlabel'], '.spill')
     total = sum(meta['counts'])
     import tensorflow  # noqa: F401  (loaded before the progress bar starts, so its rate is right)
     try:
-        # The spill file, a full copy of the inputs, belongs to the unlabelled file: a full disk
-        # while writing it is a one-line error about that file.
         with utils.storage_errors(paths['unlabel']), open(spill_path, 'w+b') as spill:
             labels, lengths, firsts = [], [], []
             with tqdm(total=total, unit='rec', desc='read', disable=quiet) as bar:

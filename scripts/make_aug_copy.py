@@ -36,7 +36,6 @@ Outputs are written under temporary names and renamed when complete; the label f
 last and marks a complete dataset. Interrupted, the command can simply be run again (it removes
 what a killed run left). An existing complete dataset is an error unless --overwrite.
 """
-import glob
 import math
 import os
 import sys
@@ -88,25 +87,6 @@ def check_flags():
         raise UserError(f'--valid={FLAGS.valid} must be 0 or more.')
     new_name = f'{split.name}_aug{FLAGS.aug_copy}'
     return split, preset, f'{new_name}.{split.seed}@{split.size}'
-
-
-def remove_stale_partials(path):
-    """Deletes temporary files of `path` left by runs that were killed (their process is gone)."""
-    folder, base = os.path.split(path)
-    for tmp in glob.glob(os.path.join(folder, f'.{glob.escape(base)}.partial-*')):
-        try:
-            pid = int(tmp.rsplit('-', 1)[1])
-            os.kill(pid, 0)
-            continue  # its writer is still running
-        except ProcessLookupError:
-            pass
-        except (ValueError, PermissionError):
-            continue
-        try:
-            os.remove(tmp)
-            print(f'removed {tmp}, left by an interrupted run')
-        except OSError:
-            pass
 
 
 def copy_label_file(src, dst, meta):
@@ -193,7 +173,7 @@ def write_unlabel_file(unlabel_in, unlabel_out, shape, preset, nclass, class_nam
     """
     import tensorflow as tf
     from tqdm import tqdm
-    pixels_path = temporary_name(unlabel_out + '.pixels')
+    pixels_path = temporary_name(unlabel_out, '.pixels')  # removed by a later run if killed
     try:
         with data.RecordWriter(unlabel_out, shape, nclass=nclass, class_names=class_names) as w, \
                 tqdm(total=total, unit='img', desc='writing', smoothing=0.05) as bar:
@@ -264,8 +244,6 @@ def main(argv):
     if os.path.exists(unlabel_out) and not FLAGS.overwrite:
         print(f'{unlabel_out} exists without its label file (an earlier run was interrupted): '
               'making it again.')
-    for path in (unlabel_out, unlabel_out + '.pixels', label_out):
-        remove_stale_partials(path)
     copies_word = 'copy' if FLAGS.aug_copy == 1 else 'copies'
     print(f'{new_stem}: {count} original unlabelled images of {split.stem} ({shape[0]}x{shape[1]}x'
           f'{shape[2]}) + {FLAGS.aug_copy} {preset} {copies_word} of {count - FLAGS.valid} of them'

@@ -460,6 +460,41 @@ def test_ctrl_c_at_any_moment_stops_create_split(ml_data, big_input):
     assert os.listdir(ml_data / 'SSL') == []
 
 
+def test_sigterm_stops_create_split_like_ctrl_c(ml_data, big_input):
+    process = start_split(ml_data, big_input)
+    wait_for_spill(process, ml_data, size=1 << 20)
+    process.send_signal(signal.SIGTERM)
+    line = error_line(finished(process), 'create_split.py', status=143)
+    assert 'terminated' in line and 'not kept' in line
+    assert os.listdir(ml_data / 'SSL') == []
+
+
+def test_the_next_run_removes_what_a_sigkill_left(ml_data, big_input):
+    process = start_split(ml_data, big_input)
+    spill = wait_for_spill(process, ml_data, size=1 << 20)
+    process.kill()
+    process.wait()
+    assert os.path.exists(spill)  # a full copy of the input, left behind
+    result = finished(start_split(ml_data, big_input))
+    assert result.returncode == 0, result.stderr
+    assert f'removed {spill}, left by an interrupted run' in result.stderr
+    assert leftovers(ml_data) == []
+
+
+def test_create_datasets_removes_temporaries_of_a_killed_run(ml_data):
+    cd = load_script('create_datasets', CREATE_DATASETS)
+    dead = 999999999  # no such process
+    stale = [ml_data / f'.digits-train.tfrecord.partial-{dead}',
+             ml_data / f'.digits-train.tfrecord.json.partial-{dead}',
+             ml_data / f'.digits_class_mappings.json.partial-{dead}']
+    alive = ml_data / f'.digits-test.tfrecord.partial-{os.getppid()}'  # a running writer's
+    for path in stale + [alive]:
+        path.write_bytes(b'partial')
+    cd.create_digits(str(ml_data))
+    assert [p for p in stale if p.exists()] == [] and alive.exists()
+    assert data.read_meta(str(ml_data / 'digits-train.tfrecord'))['count'] == 1297
+
+
 # ----------------------------------------------------------------------------------------------
 # 12. The record file goes into place before its metadata file.
 
