@@ -13,7 +13,8 @@ Every record file `X.tfrecord` we write has a metadata file `X.tfrecord.json` be
 so no reader scans a file to learn its facts. The metadata file is written after the record file
 is complete and in place, so its presence means a complete record file. A record file without one
 (written by another tool, or by a run stopped between the two), or whose metadata file is older
-than itself (it describes an earlier file of that name), is scanned instead, with a warning.
+than itself (it describes an earlier file of that name), is scanned instead, with a warning. A
+metadata file that is not of the form above is an error that says how to fix it (read_meta).
 
 Names:
   {name}                         a dataset: letters, digits, underscore (never '-' or '.')
@@ -25,12 +26,15 @@ Names:
 """
 import contextlib
 import dataclasses
+import json
 import os
 import re
+import struct
 
 from absl import logging
 
-from libml.utils import UserError, atomic_output, ml_data, read_json, write_json
+from libml.utils import (UserError, atomic_output, check_interrupted, ml_data, read_json,
+                         write_json)
 
 NAME_PATTERN = r'[A-Za-z0-9_]+'
 _SSL_RE = re.compile(rf'^({NAME_PATTERN})\.(\d+)@(\d+)-(\d+)$')
@@ -252,6 +256,21 @@ def encode_png(images):
     return [png for batch in ds.as_numpy_iterator() for png in batch]
 
 
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # colour type -> channels of tf.io.decode_png
+
+
+def png_shape(raw):
+    """(height, width, channels) from the header of the first PNG in `raw` (a PNG, or a serialized
+    record holding one), without decoding it; None if there is none."""
+    at = raw.find(_PNG_SIGNATURE)
+    if at < 0 or raw[at + 12:at + 16] != b'IHDR' or len(raw) < at + 26:
+        return None
+    width, height = struct.unpack('>II', raw[at + 16:at + 24])
+    channels = _PNG_CHANNELS.get(raw[at + 25])
+    return (height, width, channels) if channels else None
+
+
 class RecordWriter:
     """Writes a record file and then its metadata: both appear complete, or the record file does
     not change. The record file is renamed into place first and the metadata last, so a metadata
@@ -259,6 +278,11 @@ class RecordWriter:
 
     with RecordWriter(path, shape=(h, w, c), nclass=10, class_names=names) as w:
         w.write(png, label)                # or w.write_serialized(example_bytes, label)
+
+    The metadata states what was written, so a wrong input metadata file is not copied into new
+    files: the count and label counts; the image shape read from the PNG header of every record
+    (`shape` serves only when no record has one; records of different shapes are an error); and
+    nclass and class_names as given, unless a label written lies outside them.
     """
 
     def __init__(self, path, shape, nclass=None, class_names=None, overwrite=True):
@@ -269,6 +293,7 @@ class RecordWriter:
         self.overwrite = overwrite
         self.count = 0
         self.label_counts = {}
+        self._written_shape = None
         self._writer = None
         self._stack = None
 
@@ -284,10 +309,21 @@ class RecordWriter:
         self.write_serialized(make_example(png, label, source), label)
 
     def write_serialized(self, example, label):
+        shape = png_shape(example)
+        if shape is not None and shape != self._written_shape:
+            if self._written_shape is not None:
+                raise UserError(
+                    f'cannot write {self.path}: record {self.count} holds a {_dims(shape)} image, '
+                    f'the records before it {_dims(self._written_shape)}: an input holds images of '
+                    'another shape than its metadata file says; delete that .json file (the input '
+                    'is then scanned) or recreate the input.')
+            self._written_shape = shape
         self._writer.write(example)
         self.count += 1
         label = int(label)
         self.label_counts[label] = self.label_counts.get(label, 0) + 1
+        if not self.count % 4096:
+            check_interrupted()
 
     def _close(self, exc_type, exc, tb):
         """Closes the file inside atomic_output (a failing final flush removes the temporary);
@@ -310,9 +346,24 @@ class RecordWriter:
         return False
 
     def meta(self):
-        return {'count': self.count, 'height': self.shape[0], 'width': self.shape[1],
-                'channels': self.shape[2], 'nclass': self.nclass, 'class_names': self.class_names,
+        shape = self._written_shape or self.shape
+        if shape != self.shape:
+            logging.warning('%s holds %s images, not %s as its input said: its metadata says %s.',
+                            self.path, _dims(shape), _dims(self.shape), _dims(shape))
+        nclass, names = self.nclass, self.class_names
+        top = max(self.label_counts, default=-1) + 1
+        if nclass is not None and top > nclass:
+            logging.warning('%s holds label %d, outside the %d classes its input said; its '
+                            'metadata says %d classes%s.', self.path, top - 1, nclass, top,
+                            ', without class names' if names else '')
+            nclass, names = top, None
+        return {'count': self.count, 'height': shape[0], 'width': shape[1], 'channels': shape[2],
+                'nclass': nclass, 'class_names': names,
                 'label_counts': {str(k): v for k, v in sorted(self.label_counts.items())}}
+
+
+def _dims(shape):
+    return 'x'.join(map(str, shape))
 
 
 def require_file(path, hint, flag=None):
@@ -331,7 +382,7 @@ def require_file(path, hint, flag=None):
 
 
 def read_meta(path, hint='create it with scripts/create_datasets.py or scripts/create_split.py.'):
-    """Facts of a record file (see the module doc), from its metadata file.
+    """Facts of a record file (see the module doc), from its metadata file, checked.
 
     Scans the record file when it has no metadata file, or one older than itself (written for an
     earlier file of that name: a run stopped between the two files, or a file replaced by hand).
@@ -339,7 +390,13 @@ def read_meta(path, hint='create it with scripts/create_datasets.py or scripts/c
     require_file(path, hint)
     mpath = meta_path(path)
     if os.path.exists(mpath) and os.stat(mpath).st_mtime_ns >= os.stat(path).st_mtime_ns:
-        return read_json(mpath, 'metadata file')
+        fix = (f'delete it (then {os.path.basename(path)} is scanned instead) or recreate '
+               f'{os.path.basename(path)}: {hint}')
+        meta = read_json(mpath, 'metadata file', fix)
+        problem = _meta_problem(meta)
+        if problem:
+            raise UserError(f'metadata file {mpath} is not valid ({problem}); {fix}')
+        return meta
     if os.path.exists(mpath):
         logging.warning('%s is older than %s, so it describes an earlier file: scanning the file.',
                         mpath, path)
@@ -360,6 +417,41 @@ def read_meta(path, hint='create it with scripts/create_datasets.py or scripts/c
             'label_counts': {str(k): v for k, v in sorted(counts.items())}}
 
 
+def _meta_problem(meta):
+    """What makes a parsed metadata file unusable (see the module doc for its form), or None."""
+    def whole(value, low):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    if not isinstance(meta, dict):
+        return f'it holds a JSON {type(meta).__name__}, not an object'
+    for key in ('count', 'height', 'width', 'channels'):
+        if key not in meta:
+            return f'"{key}" is missing'
+    for key, low in (('count', 0), ('height', 1), ('width', 1), ('channels', 1), ('nclass', 1)):
+        value = meta.get(key)
+        if not whole(value, low) and not (key == 'nclass' and value is None):
+            return f'"{key}" is {json.dumps(value)}, not a whole number >= {low}'
+    if meta['channels'] > 4:
+        return f'"channels" is {meta["channels"]}, not 1 to 4'
+    nclass, names, counts = meta.get('nclass'), meta.get('class_names'), meta.get('label_counts')
+    if names is not None:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            return '"class_names" is not a list of names'
+        if nclass is not None and len(names) != nclass:
+            return f'"class_names" lists {len(names)} names but "nclass" is {nclass}'
+    if counts is not None:
+        if not isinstance(counts, dict) or not all(
+                re.fullmatch(r'-?\d+', k) and whole(v, 0) for k, v in counts.items()):
+            return '"label_counts" is not of the form {"label": count}'
+        outside = [int(k) for k in counts if int(k) < -1 or (nclass and int(k) >= nclass)]
+        if outside:
+            return f'"label_counts" has label {outside[0]}, ' + (
+                f'outside -1..{nclass - 1}' if nclass else 'below -1')
+        if sum(counts.values()) != meta['count']:
+            return f'"label_counts" add up to {sum(counts.values())}, not "count" {meta["count"]}'
+    return None
+
+
 def read_records(path, batch_size=1024):
     """Yields batches of a record file as numpy: {'raw', 'image', 'label', 'source'}.
 
@@ -370,7 +462,9 @@ def read_records(path, batch_size=1024):
     ds = ds.map(lambda raw: dict(parse_records(raw), raw=raw),
                 num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
     try:
-        yield from ds.as_numpy_iterator()
+        for batch in ds.as_numpy_iterator():
+            check_interrupted()
+            yield batch
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
         raise UserError(f'{path} is not a valid record file ({e.message.splitlines()[0]}); '
                         'create it again.') from None

@@ -1,14 +1,17 @@
-"""Small helpers every entry point needs: user errors, ML_DATA, atomic outputs.
+"""Small helpers every entry point needs: user errors, signals, ML_DATA, atomic outputs.
 
 Nothing here imports TensorFlow, so scripts can report bad input before paying for that import.
 """
 import contextlib
 import errno
+import glob
 import json
 import math
 import os
 import re
+import signal
 import sys
+import threading
 
 from absl import app, flags, logging
 
@@ -17,11 +20,54 @@ class UserError(Exception):
     """A mistake of the user's (bad flag, missing file...): printed as one line, no traceback."""
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM: the program stops as on Ctrl-C (outputs that are
+    not complete are removed, one line on stderr), with exit status 143 instead of 130.
+
+    A KeyboardInterrupt, so every cleanup written for Ctrl-C also runs on SIGTERM, and
+    `except Exception` does not swallow it.
+    """
+
+
+# Signals received (SIGINT, SIGTERM), in order; see check_interrupted.
+_signals = []
+
+
+def _on_signal(signum, frame):
+    _signals.append(signum)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def check_interrupted():
+    """Raises again an interrupt (Ctrl-C, SIGTERM) that the program received but lost.
+
+    Python runs a signal handler between any two bytecodes of the main thread, also inside a
+    weakref callback or a finaliser, and an exception raised there is printed as "Exception
+    ignored" and dropped. create_split lost about 1 Ctrl-C in 4 that way: TensorFlow's autograph
+    caches each `Dataset.map` function in a WeakKeyDictionary, whose weakref callback runs when
+    the reading pipeline is freed, and the split was then written in full (exit status 0).
+    Loops over records and every commit of an output (atomic_output) call this, so an
+    interrupt, lost or not, always stops the program before its next output appears.
+    """
+    if _signals:
+        raise Terminated() if _signals[0] == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _unraisable(hook):
+    """sys.unraisablehook that stays silent about an interrupt raised inside a finaliser: it is
+    not lost (check_interrupted raises it again), so "Exception ignored" would only mislead."""
+    def quiet(unraisable):
+        if not (_signals and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            hook(unraisable)
+    return quiet
+
+
 def run(main):
-    """Runs an absl `main`, turning UserError and Ctrl-C into a one-line message and exit status.
+    """Runs an absl `main` as an entry point: every way it can stop is one line on stderr.
 
     Exit status: 2 for a user error (UserError, a bad flag value, an I/O failure such as a full
-    disk: see storage_error), 130 when interrupted.
+    disk: see storage_error), 130 on Ctrl-C and 143 on SIGTERM (both raise in the main thread,
+    so `finally` blocks and atomic_output remove incomplete outputs first).
     """
     prog = os.path.basename(sys.argv[0])
 
@@ -44,18 +90,31 @@ def run(main):
         if not any(a.startswith(('--verbosity', '-v=', '--v=')) or a == '-v' for a in sys.argv):
             logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines drown the progress bars
         try:
-            return main(argv)
+            result = main(argv)
+            check_interrupted()
+            return result
         except UserError as e:
             fail(f'error: {e}', 2)
-        except KeyboardInterrupt:
-            fail('interrupted; outputs that were not complete were not kept.', 130)
         except Exception as e:  # only I/O failures; anything else is a bug, with its traceback
+            # An interrupt may come back as another exception: a KeyboardInterrupt raised while
+            # TensorFlow's C++ code raises its own error becomes a RuntimeError ("MISMATCH of
+            # original and normalized active exception types"). The user asked to stop: stop.
+            check_interrupted()
             error = storage_error(e)
             if error is None:
                 raise
             fail(f'error: {error}', 2)
 
-    app.run(wrapped, flags_parser=parse_flags)
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _on_signal)
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
+    try:
+        app.run(wrapped, flags_parser=parse_flags)
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        fail(f'{"terminated (SIGTERM)" if terminated else "interrupted"}; outputs that were not '
+             'complete were not kept.', 143 if terminated else 130)
 
 
 def no_extra_args(argv, usage=''):
@@ -80,10 +139,15 @@ def ml_data():
     return path
 
 
-def temporary_name(path):
-    """Where `path` is written before it is complete: a hidden name in the same folder."""
+def temporary_name(path, suffix=''):
+    """Where `path` is written before it is complete: a hidden name in the same folder that holds
+    this process's id, so a later run can tell a temporary of a killed run
+    (remove_stale_temporaries).
+
+    `suffix` names other scratch files that belong to the same output (e.g. '.spill').
+    """
     folder, base = os.path.split(os.path.abspath(path))
-    return os.path.join(folder, f'.{base}.partial-{os.getpid()}')
+    return os.path.join(folder, f'.{base}.partial-{os.getpid()}{suffix}')
 
 
 def _temporary_pid(name, path):
@@ -91,6 +155,30 @@ def _temporary_pid(name, path):
     m = re.fullmatch(rf'\.{re.escape(os.path.basename(path))}\.partial-(\d+)(\.\w+)?',
                      os.path.basename(name))
     return int(m.group(1)) if m and os.path.dirname(name) == os.path.dirname(path) else None
+
+
+def remove_stale_temporaries(path):
+    """Deletes the temporaries of `path` (temporary_name) left by a run that was killed: those
+    whose process no longer exists. Says so in one line for each. Called before `path` is
+    written again (atomic_output does it), so a SIGKILL costs no disk space for long."""
+    path = os.path.abspath(path)
+    folder, base = os.path.split(path)
+    for tmp in glob.glob(os.path.join(glob.escape(folder), f'.{glob.escape(base)}.partial-*')):
+        pid = _temporary_pid(tmp, path)
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # its writer is still running
+        except ProcessLookupError:
+            pass
+        except OSError:  # e.g. another user's process: alive
+            continue
+        try:
+            os.remove(tmp)
+        except OSError:
+            continue
+        print(f'removed {tmp}, left by an interrupted run (process {pid})', file=sys.stderr)
 
 
 def output_folder(path):
@@ -119,18 +207,20 @@ def output_folder(path):
 def atomic_output(path, overwrite=True):
     """Yields a temporary path to write; renames it to `path` only if the block completes.
 
-    An exception, Ctrl-C or a kill leaves `path` untouched (old content kept, or still absent).
-    An I/O failure (full disk, no permission...) becomes a UserError naming `path`
-    (storage_errors).
+    An exception, Ctrl-C or SIGTERM leaves `path` untouched (old content kept, or still absent);
+    a SIGKILL leaves a temporary that the next atomic_output of `path` removes. An I/O failure
+    (full disk, no permission...) becomes a UserError naming `path` (storage_errors).
     """
     path = os.path.abspath(path)
     if not overwrite and os.path.exists(path):
         raise UserError(f'{path} exists; remove it or choose another name.')
     output_folder(path)
+    remove_stale_temporaries(path)
     tmp = temporary_name(path)
     try:
         with storage_errors(path):
             yield tmp
+            check_interrupted()  # an interrupt lost in a finaliser must not commit the output
             os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -224,13 +314,15 @@ def write_json(path, obj):
             f.write('\n')
 
 
-def read_json(path, what='file'):
-    """Reads JSON, turning a missing or malformed file into a UserError naming it."""
+def read_json(path, what='file', fix=None):
+    """Reads JSON, turning a missing or malformed file into a UserError naming it (and saying
+    `fix`, what to do about a malformed one, when given)."""
     try:
         with open(path, encoding='utf-8') as f:
             return json.load(f)
     except FileNotFoundError:
         raise UserError(f'{what} {path} does not exist.') from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f'{what} {path} is not valid JSON ({e}).') from None
+        raise UserError(f'{what} {path} is not valid JSON ({e})' + (f'; {fix}' if fix else '.')
+                        ) from None
 

@@ -41,7 +41,11 @@ How it streams (memory does not grow with the data beyond a few numbers per reco
   are sequential) and written in output order. Peak memory is therefore TensorFlow's own (about
   600 MB, mostly its libraries) plus --buffer_mb plus the per-record numbers (about 100 bytes per
   record with the id lists of the map JSON), whatever the size of the images; the cost is one
-  temporary copy of the inputs on disk, removed at the end. The label file is in input order.
+  temporary copy of the inputs on disk, removed at the end (after a kill, by the next run of the
+  same split). The label file is in input order.
+
+The inputs' metadata files must agree with their records (count, label counts, classes): the
+split is planned on the records as read, and a disagreement stops it before anything is written.
 
 The map JSON holds: `name`, `seed`, `label_split_size`, `label_size`, `class_balance`, `inputs`
 ([{path, count, first_id}], record ids number the concatenation of the inputs in this order),
@@ -235,7 +239,24 @@ def combined_meta(inputs):
     names = next((m['class_names'] for m in metas if m.get('class_names')), None)
     nclass = max((m['nclass'] for m in metas if m.get('nclass')), default=None)
     return dict(shape=shapes.pop(), nclass=nclass, class_names=names,
-                counts=[int(m['count']) for m in metas])
+                counts=[int(m['count']) for m in metas], metas=metas)
+
+
+def check_meta(path, meta, labels):
+    """Stops when the records of input `path` (their `labels`, as read) disagree with the facts
+    its metadata file states: the split was planned on them, and they would reach its files."""
+    found = {str(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True))}
+    stated = {k: v for k, v in (meta.get('label_counts') or found).items() if v}
+    if len(labels) != meta['count']:
+        wrong = f'holds {len(labels)} records, its metadata says {meta["count"]}'
+    elif stated != found:
+        wrong = f'holds the labels {found}, its metadata says {stated}'
+    elif meta.get('nclass') and len(labels) and labels.max() >= meta['nclass']:
+        wrong = f'holds label {labels.max()}, its metadata says {meta["nclass"]} classes'
+    else:
+        return
+    raise UserError(f'{path} {wrong}: {data.meta_path(path)} is wrong; delete it (then the file '
+                    f'is scanned) or recreate the file ({data.creation_hint(path)})')
 
 
 def split_paths(prefix, seed, size):
@@ -287,13 +308,14 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
         raise UserError(f'--label_split_size={size} is larger than --label_size={label_size} '
                         f'(the labelled pool); use at most --label_split_size={label_size}.')
 
-    utils.output_folder(paths['unlabel'])  # before the spill file is written there
-    spill_path = utils.temporary_name(paths['unlabel']) + '.spill'
+    utils.output_folder(paths['unlabel'])
+    # The spill file, a full copy of the inputs, is a temporary of the unlabelled file: one left
+    # by a killed run is removed here, and a full disk while writing it is a one-line error.
+    utils.remove_stale_temporaries(paths['unlabel'])
+    spill_path = utils.temporary_name(paths['unlabel'], '.spill')
     total = sum(meta['counts'])
     import tensorflow  # noqa: F401  (loaded before the progress bar starts, so its rate is right)
     try:
-        # The spill file, a full copy of the inputs, belongs to the unlabelled file: a full disk
-        # while writing it is a one-line error about that file.
         with utils.storage_errors(paths['unlabel']), open(spill_path, 'w+b') as spill:
             labels, lengths, firsts = [], [], []
             with tqdm(total=total, unit='rec', desc='read', disable=quiet) as bar:
@@ -308,7 +330,10 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
             labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
             lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
             offsets = np.cumsum(lengths) - lengths
-            counts = [len(labels[a:b]) for a, b in zip(firsts, firsts[1:] + [len(labels)])]
+            bounds = list(zip(firsts, firsts[1:] + [len(labels)]))
+            counts = [b - a for a, b in bounds]
+            for path, input_meta, (a, b) in zip(inputs, meta['metas'], bounds):
+                check_meta(path, input_meta, labels[a:b])
             plan = plan_split(labels, seed, size, label_size, class_balance)
 
             nclass = meta['nclass'] or (int(labels.max()) + 1 if len(labels) and labels.max() >= 0

@@ -36,10 +36,8 @@ Outputs are written under temporary names and renamed when complete; the label f
 last and marks a complete dataset. Interrupted, the command can simply be run again (it removes
 what a killed run left). An existing complete dataset is an error unless --overwrite.
 """
-import glob
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -50,8 +48,7 @@ from absl import flags  # noqa: E402
 
 from libml import augment as augment_lib  # noqa: E402
 from libml import data  # noqa: E402
-from libml.utils import (UserError, atomic_output, no_extra_args, run, temporary_name,  # noqa: E402
-                         write_json)
+from libml.utils import UserError, no_extra_args, run, temporary_name  # noqa: E402
 
 flags.DEFINE_string('aug_dataset', None,
                     'Split to augment, NAME.SEED@SIZE (e.g. cifar10.1@250): reads '
@@ -92,30 +89,14 @@ def check_flags():
     return split, preset, f'{new_name}.{split.seed}@{split.size}'
 
 
-def remove_stale_partials(path):
-    """Deletes temporary files of `path` left by runs that were killed (their process is gone)."""
-    folder, base = os.path.split(path)
-    for tmp in glob.glob(os.path.join(folder, f'.{glob.escape(base)}.partial-*')):
-        try:
-            pid = int(tmp.rsplit('-', 1)[1])
-            os.kill(pid, 0)
-            continue  # its writer is still running
-        except ProcessLookupError:
-            pass
-        except (ValueError, PermissionError):
-            continue
-        try:
-            os.remove(tmp)
-            print(f'removed {tmp}, left by an interrupted run')
-        except OSError:
-            pass
-
-
 def copy_label_file(src, dst, meta):
-    """The label file under the new name: the same bytes, and the same metadata."""
-    with atomic_output(dst) as tmp:
-        shutil.copyfile(src, tmp)
-        write_json(data.meta_path(dst), meta)
+    """The label file under the new name: the same records, byte for byte, and metadata stating
+    what was copied (a wrong count or shape in `meta`, the source's, is not passed on)."""
+    with data.RecordWriter(dst, (meta['height'], meta['width'], meta['channels']),
+                           nclass=meta.get('nclass'), class_names=meta.get('class_names')) as w:
+        for batch in data.read_records(src):
+            for raw, label in zip(batch['raw'].tolist(), batch['label'].tolist()):
+                w.write_serialized(raw, label)
 
 
 def _records(path):
@@ -192,7 +173,7 @@ def write_unlabel_file(unlabel_in, unlabel_out, shape, preset, nclass, class_nam
     """
     import tensorflow as tf
     from tqdm import tqdm
-    pixels_path = temporary_name(unlabel_out + '.pixels')
+    pixels_path = temporary_name(unlabel_out, '.pixels')  # removed by a later run if killed
     try:
         with data.RecordWriter(unlabel_out, shape, nclass=nclass, class_names=class_names) as w, \
                 tqdm(total=total, unit='img', desc='writing', smoothing=0.05) as bar:
@@ -263,8 +244,6 @@ def main(argv):
     if os.path.exists(unlabel_out) and not FLAGS.overwrite:
         print(f'{unlabel_out} exists without its label file (an earlier run was interrupted): '
               'making it again.')
-    for path in (unlabel_out, unlabel_out + '.pixels', label_out):
-        remove_stale_partials(path)
     copies_word = 'copy' if FLAGS.aug_copy == 1 else 'copies'
     print(f'{new_stem}: {count} original unlabelled images of {split.stem} ({shape[0]}x{shape[1]}x'
           f'{shape[2]}) + {FLAGS.aug_copy} {preset} {copies_word} of {count - FLAGS.valid} of them'
