@@ -4,7 +4,9 @@ Importing the package sets two TensorFlow environment defaults before any module
 TensorFlow (a user's own setting always wins):
 - TF_ENABLE_ONEDNN_OPTS=1: on AMD CPUs TensorFlow leaves oneDNN off, and a 32x32 training step
   runs about 1.7x slower without it (see benchmarks/). It changes nothing on GPUs.
-- TF_CPP_MIN_LOG_LEVEL=1: hides TensorFlow's INFO chatter so tqdm bars and errors stay readable.
+- TF_CPP_MIN_LOG_LEVEL=2: hides the INFO and WARNING lines of TensorFlow's C++ runtime, so tqdm
+  bars and our one-line errors stay readable (e.g. "Local rendezvous is aborting with status:
+  DATA_LOSS", printed above the error that names the damaged file). Its errors still show.
 
 TensorFlow 2.21 also prints two lines at import that TF_CPP_MIN_LOG_LEVEL does not reach (its
 C++ logging is not initialised yet): "WARNING: All log messages before absl::InitializeLog() ..."
@@ -21,7 +23,7 @@ import sys
 import tempfile
 
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 _IMPORT_NOISE = re.compile(r'(WARNING: All log messages before absl::InitializeLog\(\) is called'
                            r'|I\d{4} [\d:. ]+\d+ port\.cc:\d+\] oneDNN custom operations are on)')

@@ -461,13 +461,31 @@ def read_records(path, batch_size=1024):
     ds = tf.data.TFRecordDataset(path, buffer_size=8 << 20).batch(batch_size)
     ds = ds.map(lambda raw: dict(parse_records(raw), raw=raw),
                 num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    size = 0
     try:
         for batch in ds.as_numpy_iterator():
             check_interrupted()
+            size += sum(len(r) for r in batch['raw']) + RECORD_OVERHEAD * len(batch['raw'])
             yield batch
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
         raise UserError(f'{path} is not a valid record file ({e.message.splitlines()[0]}); '
                         'create it again.') from None
+    check_complete(path, size)
+
+
+# Bytes of a TFRecord file around each record: its length (8), the length's CRC (4), the data's
+# CRC (4). TensorFlow's reader silently ends at a record cut short, so the records' sizes are
+# summed and compared with the file's to tell a truncated file from a shorter one.
+RECORD_OVERHEAD = 16
+
+
+def check_complete(path, records_size):
+    """Raises a UserError if the records read from `path` (`records_size` bytes, with their
+    framing) do not make up the whole file: the file was cut short."""
+    actual = os.path.getsize(path)
+    if records_size != actual:
+        raise UserError(f'{path} is cut short ({actual - records_size} bytes at its end are not a '
+                        'complete record); create it again.')
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,8 +20,7 @@ def ml_data(tmp_path, monkeypatch):
 
 def run_script(*args, cwd=REPO, env=None, timeout=600):
     """Runs `python SCRIPT ARGS...` from the repository root; returns the CompletedProcess."""
-    full_env = dict(os.environ, **(env or {}))
-    full_env.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    full_env = dict(os.environ, **(env or {}))  # TensorFlow's log level: libml's default
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -32,9 +31,12 @@ def assert_ok(result):
 
 
 def assert_user_error(result, *words):
-    """A user mistake: non-zero exit, no traceback, and a message naming each of `words`."""
+    """A user mistake: non-zero exit, no traceback, a message naming each of `words`, and the
+    error is the last line printed (nothing of TensorFlow's after it)."""
     assert result.returncode != 0, result.stdout + result.stderr
     assert 'Traceback' not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and 'error' in lines[-1].lower(), result.stderr
     for word in words:
         assert word in result.stderr, f'{word!r} not in:\n{result.stderr}'
     return result
