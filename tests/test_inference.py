@@ -220,7 +220,8 @@ def test_errors(world, tmp_path):
     with pytest.raises(UserError, match='holds no checkpoint'):
         inference.restore_ema_model(no_ckpt)
     with pytest.raises(UserError, match='args.json'):
-        (no_ckpt / 'tf' / 'model.ckpt-5.index').write_bytes(b'')
+        (no_ckpt / 'tf' / 'model.ckpt-5.index').write_bytes(b'')  # complete: index and data
+        (no_ckpt / 'tf' / 'model.ckpt-5.data-00000-of-00001').write_bytes(b'')
         inference.resolve_checkpoint(no_ckpt)
     # args.json says 4 filters and 3 classes; the checkpoint was written by 8 filters, 5 classes.
     wrong = make_run(tmp_path / 'wrong', model_args=dict(filters=8, nclass=5), steps=(64,))
