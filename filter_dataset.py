@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from libml import data, utils  # noqa: E402
+from libml import names, records, utils  # noqa: E402
 from libml.utils import UserError  # noqa: E402
 
 flags.DEFINE_string('class_filter', None, 'Comma-separated class indices to keep, e.g. '
@@ -78,7 +78,7 @@ def filter_records(source, target, class_filter, keep_unlabeled=False, quiet=Fal
     if os.path.abspath(source) == os.path.abspath(target) or (
             os.path.exists(source) and os.path.exists(target) and os.path.samefile(source, target)):
         raise UserError(f'--save_name={target} is the input file; choose another output name.')
-    meta = data.read_meta(source, data.creation_hint(source))
+    meta = records.read_meta(source, names.creation_hint(source))
     classes = parse_class_filter(class_filter, meta.get('nclass'))
     keep = np.array(classes + ([-1] if keep_unlabeled else []), np.int64)
     what = f'a label in {classes}' + (' or no label' if keep_unlabeled else '')
@@ -91,10 +91,10 @@ def filter_records(source, target, class_filter, keep_unlabeled=False, quiet=Fal
     shape = (meta['height'], meta['width'], meta['channels'])
     import tensorflow  # noqa: F401  (loaded before the progress bar starts, so its rate is right)
     with tqdm(total=meta['count'], unit='rec', desc='filter', disable=quiet) as bar, \
-            data.RecordWriter(target, shape, nclass=meta.get('nclass'),
+            records.RecordWriter(target, shape, nclass=meta.get('nclass'),
                               class_names=meta.get('class_names')) as writer:
         read = 0
-        for batch in data.read_records(source):
+        for batch in records.read_records(source):
             mask = np.isin(batch['label'], keep)
             for raw, label in zip(batch['raw'][mask].tolist(), batch['label'][mask].tolist()):
                 writer.write_serialized(raw, label)

@@ -6,7 +6,7 @@
 Writes a split `bench.1@250` with --images unlabelled images in a temporary $ML_DATA (synthetic
 images that compress about like CIFAR-10 photos: smooth colour fields plus noise), then prints:
   (a) the PNG encoding floor: the same images through a bare tf.io.encode_png loop, and through
-      the parallel tf.data encoder of libml.data.encode_png (the faster of the two is the floor);
+      the parallel tf.data encoder of libml.records.encode_png (the faster of the two is the floor);
   (b) make_aug_copy copies/s (its own in-process timing of the copies: TF import, the copy of
       the originals and the label file excluded), cutout and cifar10; goal: cutout >= 0.5 x floor;
       and CPU per copy against CPU per bare encoding (a measure that holds on a busy machine);
@@ -25,11 +25,10 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorFlow is imported)
+from absl import app, flags
 
-import libml  # noqa: E402,F401
-from absl import app, flags  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_integer('images', 5000, 'Unlabelled images of the benchmark split.')
 flags.DEFINE_integer('repeats', 3, 'Repeats of each timing (the best is kept).')
@@ -50,13 +49,13 @@ def synthetic_images(n, size=32, seed=0):
 
 
 def write_split(images):
-    from libml import data
-    pngs = data.encode_png(images)
+    from libml import names, records
+    pngs = records.encode_png(images)
     shape = images.shape[1:]
-    with data.RecordWriter(data.split_path(SPLIT, 'label'), shape, nclass=10) as w:
+    with records.RecordWriter(names.split_path(SPLIT, 'label'), shape, nclass=10) as w:
         for i in range(250):
             w.write(pngs[i], i % 10)
-    with data.RecordWriter(data.split_path(SPLIT, 'unlabel'), shape, nclass=10) as w:
+    with records.RecordWriter(names.split_path(SPLIT, 'unlabel'), shape, nclass=10) as w:
         for i, png in enumerate(pngs):
             w.write(png, i % 10)
     return sum(len(p) for p in pngs) / len(pngs)
@@ -75,7 +74,7 @@ def best_rate(fn, count, repeats):
 
 def encode_floor(images, repeats):
     import tensorflow as tf
-    from libml import data
+    from libml import records
 
     def loop():
         for image in images:
@@ -89,8 +88,8 @@ def encode_floor(images, repeats):
 
     return {'bare tf.io.encode_png loop': best_rate(loop_tensors, len(images), repeats),
             'bare loop, numpy input': best_rate(loop, len(images), repeats),
-            'parallel tf.data encode (data.encode_png)': best_rate(
-                lambda: data.encode_png(images), len(images), repeats)}
+            'parallel tf.data encode (records.encode_png)': best_rate(
+                lambda: records.encode_png(images), len(images), repeats)}
 
 
 def run_make_aug_copy(copies, preset):
@@ -119,15 +118,15 @@ def online_rates(images, repeats, from_file, batches=60):
     """{preset: (images/s, CPU us/image)} of batches of 64 augmented in a tf.data pipeline, from
     decoded images in memory (as a trainer that caches its data) or decoding the PNG file."""
     import tensorflow as tf
-    from libml import augment, data
-    path = data.split_path(SPLIT, 'unlabel')
+    from libml import augment, names, records
+    path = names.split_path(SPLIT, 'unlabel')
     rates = {}
     for preset in augment.PRESETS:
         def pipeline(preset=preset):
             if from_file:
                 ds = tf.data.TFRecordDataset(path).repeat()
                 ds = ds.map(lambda r: tf.io.decode_png(
-                    tf.io.parse_single_example(r, data.record_features())['image'], channels=3),
+                    tf.io.parse_single_example(r, records.record_features())['image'], channels=3),
                     num_parallel_calls=tf.data.AUTOTUNE)
             else:
                 ds = tf.data.Dataset.from_tensor_slices(images).repeat()

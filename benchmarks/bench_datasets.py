@@ -10,7 +10,7 @@
    b'labels'), into a temporary --archive_dir.
 2. Measures, in one run:
    (a) the floor: a bare loop of tf.io.encode_png over the same images (every conversion must
-       encode each image once), and for reference libml.data.encode_png (tf.data, parallel);
+       encode each image once), and for reference libml.records.encode_png (tf.data, parallel);
    (b) `scripts/create_datasets.py cifar10 --archive_dir=...`, end to end, as records/s over the
        train and test records: `in-process` is the script's run after Python and TensorFlow are
        loaded (a wrapper imports TensorFlow, then runs the script with runpy), `wall` the whole
@@ -32,14 +32,13 @@ import tarfile
 import tempfile
 import time
 
+import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorFlow is imported)
+import numpy as np
+from absl import flags
+
+from libml import names, utils
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import libml  # noqa: E402,F401  (sets TensorFlow's environment defaults before TF is imported)
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-
-from libml import data, utils  # noqa: E402
 
 flags.DEFINE_integer('n', 10000, 'Training images (the test set has n/5).', lower_bound=250)
 flags.DEFINE_string('split_copies', '1,4,8', 'Input sizes of create_split, in copies of the '
@@ -179,9 +178,9 @@ def main(argv):
         load_before = os.getloadavg()[0]
         floor_before = timed(encode_loop)
         sizes = floor_before[2]
-        parallel = timed(lambda: data.encode_png(images))
+        parallel = timed(lambda: records.encode_png(images))
         # rows: (step, records, wall s, CPU s, peak RSS MB or None)
-        rows = [('(a) libml.data.encode_png (tf.data, parallel)', total, *parallel[:2], None)]
+        rows = [('(a) libml.records.encode_png (tf.data, parallel)', total, *parallel[:2], None)]
         r = run_child('scripts/create_datasets.py', ['cifar10', f'--archive_dir={archive_dir}'],
                       ml_data, workdir)
         imp = r['import']
@@ -189,7 +188,7 @@ def main(argv):
                      r['rss']))
         rows.append(('(b) create_datasets.py cifar10, wall', total, r['wall'], r['cpu'], None))
 
-        train = data.record_path('cifar10', 'train', ml_data)
+        train = names.record_path('cifar10', 'train', ml_data)
         rss_by_size = []
         for k in copies:
             inputs = []
@@ -197,7 +196,7 @@ def main(argv):
                 copy = os.path.join(ml_data, f'copy{j}.tfrecord')
                 if not os.path.exists(copy):
                     shutil.copyfile(train, copy)
-                    shutil.copyfile(data.meta_path(train), data.meta_path(copy))
+                    shutil.copyfile(names.meta_path(train), names.meta_path(copy))
                 inputs.append(copy)
             records = n * k
             r = run_child('scripts/create_split.py',

@@ -32,7 +32,7 @@ runs the first seed only and never judges those goals.
 Runs go to {train_dir}/{name}.S@{labels}_kimg{K}/ (one folder per split seed and duration: run
 folders are named by dataset and arguments, and the baselines' dataset name {name}-0 does not
 tell split seeds apart). Re-running the same command reuses finished runs and resumes
-interrupted ones. Shared flags default to the demo's digits settings (demo.TRAIN); trainer logs
+interrupted ones. Shared flags default to the digits settings DIGITS_FLAGS (also the demo's); trainer logs
 are in each run folder's compare.log.
 """
 import argparse
@@ -47,11 +47,13 @@ import sys
 import time
 import warnings
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorFlow is imported)
 
-import demo  # noqa: E402  (the demo's digits settings: one source for demo and comparison)
-import libml  # noqa: E402,F401  (TensorFlow's environment defaults, before TensorFlow is imported)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The trainers' flags on digits (also the demo's): the unlabelled-loss ramp is shortened because
+# the runs are short; the batch is below the 50 labelled images; two stages (8x8 -> 4x4) instead
+# of the default one for 8x8 images gained about a point (95.2% -> 96.4% on seed 1).
+DIGITS_FLAGS = ['--augment=svhn', '--batch=32', '--warmup_kimg=64', '--scales=2']
 
 # Flags of realmix.py that the supervised baselines do not take (fs_mixup's --beta means another
 # thing there): given to RealMix only. Every other shared flag is the trainer's, given to all.
@@ -91,7 +93,7 @@ def parse_args(argv=None):
     p.add_argument('--train_dir', default='experiments/compare', help='root of the runs')
     p.add_argument('--shared_args', default=None, help='flags given to all three trainers '
                    '(RealMix-only ones such as --warmup_kimg go to RealMix only); default: the '
-                   "demo's digits settings " + ' '.join(demo.TRAIN) + ' for digits, '
+                   "demo's digits settings " + ' '.join(DIGITS_FLAGS) + ' for digits, '
                    '"--augment=cifar10" otherwise')
     p.add_argument('--realmix_args', default='', help='extra flags for realmix.py only')
     p.add_argument('--methods', default='realmix,supervised,mixup,sklearn',
@@ -119,7 +121,7 @@ def parse_args(argv=None):
         p.error(f'--methods={",".join(sorted(args.methods))}: choose among realmix, supervised, '
                 'mixup, sklearn; realmix is required (the table compares against it)')
     if args.shared_args is None:
-        args.shared_args = ' '.join(demo.TRAIN) if args.dataset == 'digits' else '--augment=cifar10'
+        args.shared_args = ' '.join(DIGITS_FLAGS) if args.dataset == 'digits' else '--augment=cifar10'
     return args
 
 

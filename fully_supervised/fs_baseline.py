@@ -8,17 +8,14 @@ records of --train_record, training = the rest.
       --wd=0.02 --smoothing=0.001 --train_record mydataset-train.tfrecord \
       --test_record mydataset-test.tfrecord
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import libml  # noqa: E402,F401  (sets TensorFlow's environment before TensorFlow is imported)
+import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorFlow is imported)
 
-import tensorflow as tf  # noqa: E402
-from absl import flags  # noqa: E402
+import tensorflow as tf
+from absl import flags
 
-from libml import train  # noqa: E402
-from libml.utils import UserError, no_extra_args, run  # noqa: E402
+from libml import train
+from libml.utils import UserError, no_extra_args, run
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float('smoothing', 0.001, 'Label smoothing: targets are (1-s)*onehot + s/K.')

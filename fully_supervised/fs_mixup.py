@@ -4,17 +4,14 @@
   python fully_supervised/fs_mixup.py --train_dir experiments/fs --dataset=mydataset-50 \
       --wd=0.02 --train_record mydataset-train.tfrecord --test_record mydataset-test.tfrecord
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import libml  # noqa: E402,F401  (sets TensorFlow's environment before TensorFlow is imported)
+import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorFlow is imported)
 
-import tensorflow as tf  # noqa: E402
-from absl import flags  # noqa: E402
+import tensorflow as tf
+from absl import flags
 
-from libml import layers, train  # noqa: E402
-from libml.utils import UserError, no_extra_args, run  # noqa: E402
+from libml import layers, train
+from libml.utils import UserError, no_extra_args, run
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float('beta', 0.5, 'MixUp Beta(beta, beta) parameter.')

@@ -6,7 +6,7 @@ Every random choice of the input (epoch order, augmentation, MixUp draws) is a f
 whenever it is made (shuffle seeded by (seed, e)), and batch `k` is augmented with seeds derived
 from (seed, k). No iterator state goes into checkpoints.
 
-Data layout of a semi-supervised dataset `{name}.{seed}@{size}-{valid}` (see libml/data.py):
+Data layout of a semi-supervised dataset `{name}.{seed}@{size}-{valid}` (see libml/names.py):
   labelled   = $ML_DATA/SSL/{name}.{seed}@{size}-label.tfrecord (all of it)
   validation = the first `valid` records of .../{name}.{seed}@{size}-unlabel.tfrecord
   unlabelled = the other records of that file, except those derived from a validation image
@@ -22,8 +22,8 @@ from typing import Optional
 import tensorflow as tf
 
 from libml import augment as augment_lib
-from libml import data
-from libml.utils import UserError
+from libml import names, records
+from libml.utils import UserError, ml_data
 
 # Decoded images up to this size are cached in memory; larger sets are decoded every epoch.
 CACHE_LIMIT_BYTES = 3 << 30
@@ -64,7 +64,7 @@ class Dataset:
 
 
 def _meta(path):
-    return data.read_meta(path, data.creation_hint(path))
+    return records.read_meta(path, names.creation_hint(path))
 
 
 def _dataset_facts(name, label_meta, nclass_flag, class_names):
@@ -91,14 +91,14 @@ def _check_img_size(name, meta, img_size):
 
 def ssl_dataset(name, nclass=0, img_size=0, class_names=None, root=None):
     """The semi-supervised dataset `{name}.{seed}@{size}-{valid}` (see the module doc)."""
-    split = data.parse_ssl_name(name)
-    label_path = data.find_label_file(split, root)
-    unlabel_path = data.split_path(split.stem, 'unlabel', root)
+    split = names.parse_ssl_name(name)
+    label_path = names.find_label_file(split, root)
+    unlabel_path = names.split_path(split.stem, 'unlabel', root)
     label_meta, unlabel_meta = _meta(label_path), _meta(unlabel_path)
     if split.valid >= unlabel_meta['count']:
         raise UserError(f'--dataset={name}: {split.valid} validation images requested but '
                         f'{unlabel_path} holds {unlabel_meta["count"]} records; use a smaller -VALID.')
-    test_path = data.find_test_file(split.name, root)
+    test_path = names.find_test_file(split.name, root)
     test_meta = _meta(test_path)
     _check_img_size(name, label_meta, img_size)
     for path, meta in ((unlabel_path, unlabel_meta), (test_path, test_meta)):
@@ -107,7 +107,7 @@ def ssl_dataset(name, nclass=0, img_size=0, class_names=None, root=None):
             raise UserError(f'{path} holds {meta["height"]}x{meta["width"]}x{meta["channels"]} '
                             f'images but {label_path} holds {label_meta["height"]}x'
                             f'{label_meta["width"]}x{label_meta["channels"]}; recreate one of them.')
-    class_names = class_names or label_meta.get('class_names') or data.read_class_names(split.name, root)
+    class_names = class_names or label_meta.get('class_names') or names.read_class_names(split.name, root)
     nclass = _dataset_facts(name, label_meta, nclass, class_names)
     return Dataset(
         name=name, labelled=Part(label_path),
@@ -121,20 +121,20 @@ def supervised_dataset(name, train_record, test_record, nclass=0, img_size=0, cl
                        root=None):
     """`{name}-{valid}` for the supervised baselines: validation = the first `valid` records of
     the train file, training = the rest. Record paths are absolute or relative to $ML_DATA."""
-    base, valid = data.parse_supervised_name(name)
-    root = root or data.ml_data()
+    base, valid = names.parse_supervised_name(name)
+    root = root or ml_data()
     train_path = os.path.join(root, train_record or f'{base}-train.tfrecord')
     test_path = os.path.join(root, test_record or f'{base}-test.tfrecord')
     for flag, given, path in (('--train_record', train_record, train_path),
                               ('--test_record', test_record, test_path)):
         if given:  # a folder or an unreadable file is named with the flag that gave it
-            data.require_file(path, data.creation_hint(path), f'{flag}={given}')
+            names.require_file(path, names.creation_hint(path), f'{flag}={given}')
     train_meta, test_meta = _meta(train_path), _meta(test_path)
     if valid >= train_meta['count']:
         raise UserError(f'--dataset={name}: {valid} validation images requested but {train_path} '
                         f'holds {train_meta["count"]} records; use a smaller -VALID.')
     _check_img_size(name, train_meta, img_size)
-    class_names = class_names or train_meta.get('class_names') or data.read_class_names(base, root)
+    class_names = class_names or train_meta.get('class_names') or names.read_class_names(base, root)
     nclass = _dataset_facts(name, train_meta, nclass, class_names)
     return Dataset(
         name=name, labelled=Part(train_path, exclude_below=valid), unlabelled=None,
@@ -153,7 +153,7 @@ def _decoder(shape):
     return decode
 
 
-def records(part, shape):
+def part_records(part, shape):
     """Decoded records of a part, in file order: {'image': uint8 [H, W, C], 'label': int64}."""
     ds = tf.data.TFRecordDataset(part.path, buffer_size=8 << 20)
     if part.stop is not None:
@@ -161,7 +161,7 @@ def records(part, shape):
     ds = ds.enumerate().batch(1024)
 
     def parse(position, raw):
-        parsed = data.parse_records(raw)
+        parsed = records.parse_records(raw)
         origin = tf.where(parsed['source'] >= 0, parsed['source'], position)
         return {'image': parsed['image'], 'label': parsed['label'], 'origin': origin}
 
@@ -194,7 +194,7 @@ def check_records(path):
     with dataset_errors(path):
         count, size = tf.data.TFRecordDataset(path, buffer_size=8 << 20).reduce(
             tf.zeros([2], tf.int64), count_and_size).numpy()
-    data.check_complete(path, int(size) + data.RECORD_OVERHEAD * int(count))
+    records.check_complete(path, int(size) + records.RECORD_OVERHEAD * int(count))
     expected = _meta(path)['count']
     if count != expected:
         raise UserError(f'{path} holds {count} records but its metadata says {expected}: the file '
@@ -205,7 +205,7 @@ def load_arrays(part, shape, limit=None):
     """A whole part (or its first `limit` records) in memory: (uint8 images [N, H, W, C], int64
     labels [N]) numpy arrays."""
     images, labels = [], []
-    ds = records(part, shape)
+    ds = part_records(part, shape)
     if limit is not None:
         ds = ds.take(limit)
     with dataset_errors(part.path):
@@ -241,7 +241,7 @@ def repeat_shuffled(ds, seed, start, count=None):
 
 def training_stream(part, shape, seed, start):
     """Decoded records of `part`, endlessly, shuffled per epoch, from element `start`."""
-    ds = records(part, shape)
+    ds = part_records(part, shape)
     meta = _meta(part.path)
     if meta['count'] * shape[0] * shape[1] * shape[2] < CACHE_LIMIT_BYTES:
         ds = ds.cache()

@@ -31,8 +31,8 @@ from absl import flags
 from sklearn import metrics as sklearn_metrics
 from tqdm import tqdm
 
-from libml import augment, data, images, inference, models, pipeline, runs
-from libml.utils import UserError, read_json, write_json
+from libml import augment, images, inference, models, names, pipeline, runs
+from libml.utils import UserError, ml_data, read_json, write_json
 
 FLAGS = flags.FLAGS
 
@@ -170,11 +170,11 @@ def load_dataset(dataset_name, nclass=0, img_size=0, class_mapping=None, supervi
 
 def read_class_mapping(path):
     """--class_mapping: a path, or a bare file name found in $ML_DATA."""
-    if not os.path.exists(path) and os.path.exists(os.path.join(data.ml_data(), path)):
-        path = os.path.join(data.ml_data(), path)
+    if not os.path.exists(path) and os.path.exists(os.path.join(ml_data(), path)):
+        path = os.path.join(ml_data(), path)
     if not os.path.exists(path):
         raise UserError(f'--class_mapping={path}: no such file (looked here and in $ML_DATA).')
-    return data.class_names_from_mapping(read_json(path, 'class mapping'), path)
+    return names.class_names_from_mapping(read_json(path, 'class mapping'), path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -460,7 +460,7 @@ class Trainer:
             if what == 'unlabeled':  # the others are read whole for evaluation anyway
                 pipeline.check_records(part.path)
             with pipeline.dataset_errors(part.path):
-                empty = not list(pipeline.records(part, self.dataset.shape).take(1))
+                empty = not list(pipeline.part_records(part, self.dataset.shape).take(1))
             if empty:
                 kept = (f' once the records derived from the {part.exclude_below} validation '
                         'images are left out' if part.exclude_below else '')

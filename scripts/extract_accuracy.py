@@ -18,12 +18,9 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-import libml  # noqa: E402  (sets TensorFlow's environment before it is imported)
-from absl import flags  # noqa: E402
-
-from libml.utils import UserError, run, write_json  # noqa: E402
+from libml.utils import UserError, run, write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('tag', 'accuracy_test', 'Scalar summary tag to summarise.')

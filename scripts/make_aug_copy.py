@@ -38,17 +38,13 @@ what a killed run left). An existing complete dataset is an error unless --overw
 """
 import math
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-import libml  # noqa: E402,F401  (sets TensorFlow environment defaults)
-from absl import flags  # noqa: E402
-
-from libml import augment as augment_lib  # noqa: E402
-from libml import data  # noqa: E402
-from libml.utils import UserError, no_extra_args, run, temporary_name  # noqa: E402
+from libml import augment as augment_lib
+from libml import names, records
+from libml.utils import UserError, no_extra_args, run, temporary_name
 
 flags.DEFINE_string('aug_dataset', None,
                     'Split to augment, NAME.SEED@SIZE (e.g. cifar10.1@250): reads '
@@ -79,7 +75,7 @@ def check_flags():
     """Everything that can be checked without TensorFlow; returns (split, preset, output stem)."""
     if not FLAGS.aug_dataset:
         raise UserError('--aug_dataset is required, e.g. --aug_dataset=cifar10.1@250.')
-    split = data.parse_split_name(FLAGS.aug_dataset, '--aug_dataset')
+    split = names.parse_split_name(FLAGS.aug_dataset, '--aug_dataset')
     if FLAGS.aug_copy is None or FLAGS.aug_copy < 1:
         raise UserError(f'--aug_copy={FLAGS.aug_copy}: the number of copies must be at least 1.')
     preset = augment_lib.check_preset(FLAGS.augment)
@@ -92,9 +88,9 @@ def check_flags():
 def copy_label_file(src, dst, meta):
     """The label file under the new name: the same records, byte for byte, and metadata stating
     what was copied (a wrong count or shape in `meta`, the source's, is not passed on)."""
-    with data.RecordWriter(dst, (meta['height'], meta['width'], meta['channels']),
+    with records.RecordWriter(dst, (meta['height'], meta['width'], meta['channels']),
                            nclass=meta.get('nclass'), class_names=meta.get('class_names')) as w:
-        for batch in data.read_records(src):
+        for batch in records.read_records(src):
             for raw, label in zip(batch['raw'].tolist(), batch['label'].tolist()):
                 w.write_serialized(raw, label)
 
@@ -104,7 +100,7 @@ def _records(path):
     import tensorflow as tf
 
     def parse(batch_index, raw):
-        r = data.parse_records(raw)
+        r = records.parse_records(raw)
         index = batch_index * AUG_BATCH + tf.range(tf.size(raw, out_type=tf.int64))
         return {'png': r['image'], 'label': r['label'], 'index': index,
                 'source': tf.where(r['source'] >= 0, r['source'], index)}
@@ -121,7 +117,7 @@ def originals_pipeline(path, shape):
         return tf.ensure_shape(tf.io.decode_png(png, channels=shape[2]), shape)
 
     def prepare(b):
-        return {'record': data.serialize_records(b['png'], b['label'], b['source']),
+        return {'record': records.serialize_records(b['png'], b['label'], b['source']),
                 'label': b['label'],
                 'pixels': tf.map_fn(decode, b['png'], fn_output_signature=tf.uint8)}
 
@@ -155,7 +151,7 @@ def copies_pipeline(path, pixels_path, shape, preset, copies, valid, seed):
         aug, png, changed, label, source = (tf.boolean_mask(t, keep) for t in (
             aug, b['png'], changed, b['label'], b['source']))
         png = encode_changed(aug, png, changed)
-        return {'record': data.serialize_records(png, label, source), 'label': label}
+        return {'record': records.serialize_records(png, label, source), 'label': label}
 
     def one_copy(copy):
         copy_seed = tf.random.experimental.stateless_fold_in(base_seed, copy)
@@ -175,7 +171,7 @@ def write_unlabel_file(unlabel_in, unlabel_out, shape, preset, nclass, class_nam
     from tqdm import tqdm
     pixels_path = temporary_name(unlabel_out, '.pixels')  # removed by a later run if killed
     try:
-        with data.RecordWriter(unlabel_out, shape, nclass=nclass, class_names=class_names) as w, \
+        with records.RecordWriter(unlabel_out, shape, nclass=nclass, class_names=class_names) as w, \
                 tqdm(total=total, unit='img', desc='writing', smoothing=0.05) as bar:
             # The originals, decoding each image once into a temporary file of raw pixels.
             with open(pixels_path, 'wb') as pixels:
@@ -207,20 +203,20 @@ def write_unlabel_file(unlabel_in, unlabel_out, shape, preset, nclass, class_nam
 def main(argv):
     no_extra_args(argv, 'All inputs are flags; see --help.')
     split, preset, new_stem = check_flags()
-    if len(data.lineage(split.name)) > 1:  # e.g. cifar6_mismatch50 (README 2.3)
+    if len(names.lineage(split.name)) > 1:  # e.g. cifar6_mismatch50 (README 2.3)
         hint = 'create it with filter_dataset.py (README 2.3) or scripts/make_aug_copy.py.'
     else:
         hint = CREATE_HINT.format(seed=split.seed, size=split.size, name=split.name)
-    unlabel_in = data.require_file(data.split_path(split.stem, 'unlabel'), hint)
-    label_in = data.find_label_file(split)  # a _mismatch split uses its base's label file
-    label_out = data.split_path(new_stem, 'label')
-    unlabel_out = data.split_path(new_stem, 'unlabel')
+    unlabel_in = names.require_file(names.split_path(split.stem, 'unlabel'), hint)
+    label_in = names.find_label_file(split)  # a _mismatch split uses its base's label file
+    label_out = names.split_path(new_stem, 'label')
+    unlabel_out = names.split_path(new_stem, 'unlabel')
     if os.path.exists(label_out) and not FLAGS.overwrite:
         raise UserError(f'dataset {new_stem} exists ({label_out}); pass --overwrite to make it '
                         'again.')
 
-    meta_l = data.read_meta(label_in)
-    meta_u = data.read_meta(unlabel_in, hint)
+    meta_l = records.read_meta(label_in)
+    meta_u = records.read_meta(unlabel_in, hint)
     count = int(meta_u['count'])
     if FLAGS.unlabel_size is not None and FLAGS.unlabel_size != count:
         raise UserError(f'--unlabel_size={FLAGS.unlabel_size}, but {unlabel_in} holds {count} '
@@ -263,11 +259,11 @@ def main(argv):
           f'images/s, {copy_cpu:.1f} s of CPU); {elapsed:.1f} s in all.')
     new_name = new_stem.split('.')[0]
     try:
-        test = data.find_test_file(new_name)
+        test = names.find_test_file(new_name)
         print(f'test file: the trainer uses {test} for {new_name}; nothing to copy.')
     except UserError:
         print(f'note: no test file yet; the trainer will use '
-              f'{data.record_path(data.base_name(new_name), "test")} (scripts/create_datasets.py).')
+              f'{names.record_path(names.base_name(new_name), "test")} (scripts/create_datasets.py).')
     print(f'train with --dataset={new_stem}-VALID (e.g. {new_stem}-{FLAGS.valid or 500}): '
           'validation = the first VALID original images; their copies are never trained on.')
 

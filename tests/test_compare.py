@@ -1,13 +1,10 @@
 """benchmarks/compare.py and demo.py: the comparison table tells the truth, and the demo runs."""
-import os
-import sys
 
 import numpy as np
 
-from conftest import REPO, assert_ok, make_images, run_script, write_records
+from conftest import assert_ok, make_images, run_script, write_records
 
-sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
-import compare  # noqa: E402
+from benchmarks import compare
 
 TINY = '--filters=4 --repeat=1 --augment=svhn --batch=8'
 

@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import REPO, assert_ok, assert_user_error, run_script
 import libml  # noqa: F401,I100  (before TensorFlow)
 import tensorflow as tf
-from libml import data
+from libml import records
 from libml.utils import UserError
 
 SCRIPT = os.path.join(REPO, 'scripts', 'create_datasets.py')
@@ -51,7 +51,7 @@ def small_chunks(monkeypatch):
 def read_back(path):
     """(images [N, H, W, C], labels [N]) decoded from a record file."""
     images, labels = [], []
-    for batch in data.read_records(str(path)):
+    for batch in records.read_records(str(path)):
         for png in batch['image']:
             pixels = np.asarray(Image.open(io.BytesIO(png)))
             images.append(pixels[..., None] if pixels.ndim == 2 else pixels)
@@ -135,7 +135,7 @@ def check_records(path, images, labels, class_names):
     got_images, got_labels = read_back(path)
     np.testing.assert_array_equal(got_images, images)
     np.testing.assert_array_equal(got_labels, labels)
-    meta = data.read_meta(str(path))
+    meta = records.read_meta(str(path))
     assert meta['count'] == len(labels)
     assert (meta['height'], meta['width'], meta['channels']) == images.shape[1:]
     assert meta['class_names'] == class_names
@@ -434,7 +434,7 @@ def test_custom_real_world_mess(ml_data, tmp_path, small_chunks):
     assert u_labels.tolist() == [-1, -1]
     np.testing.assert_array_equal(u_images, np.stack(unlabeled))
     check_mapping(ml_data, 'mydataset', classes)
-    meta = data.read_meta(str(ml_data / 'mydataset-unlabeled.tfrecord'))
+    meta = records.read_meta(str(ml_data / 'mydataset-unlabeled.tfrecord'))
     assert meta['nclass'] == 4 and meta['label_counts'] == {'-1': 2}
     assert f'wrote {ml_data / "mydataset-train.tfrecord"}: 9 records' in lines
 

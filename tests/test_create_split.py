@@ -1,5 +1,5 @@
-"""scripts/create_split.py: which records go where, the custom-data rule, streaming, the CLI."""
-import importlib.util
+"""scripts/create_split.py and libml/splits.py: which records go where, the custom-data rule,
+streaming, the CLI."""
 import json
 import os
 import subprocess
@@ -9,23 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_ok, assert_user_error, run_script
-from libml import data
+from libml import records
+from libml import splits as cs
 from libml.utils import UserError
 
 SCRIPT = os.path.join(REPO, 'scripts', 'create_split.py')
-
-
-def load_script(name, path):
-    """Imports a script as a module once (its absl flags may be defined only once per process)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-cs = load_script('create_split', SCRIPT)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -46,8 +34,8 @@ def images_for(ids):
 def write_input(path, labels, first_id=0, class_names=NAMES):
     """A record file whose record i has label labels[i] and content id first_id + i."""
     ids = np.arange(first_id, first_id + len(labels))
-    with data.RecordWriter(path, SHAPE, nclass=len(class_names), class_names=class_names) as w:
-        for png, label in zip(data.encode_png(images_for(ids)), labels):
+    with records.RecordWriter(path, SHAPE, nclass=len(class_names), class_names=class_names) as w:
+        for png, label in zip(records.encode_png(images_for(ids)), labels):
             w.write(png, int(label))
     return str(path)
 
@@ -56,7 +44,7 @@ def read_output(path):
     """(content ids, labels) of a record file, in file order."""
     import tensorflow as tf
     ids, labels = [], []
-    for batch in data.read_records(str(path)):
+    for batch in records.read_records(str(path)):
         for png in batch['image']:
             pixel = tf.io.decode_png(png).numpy()[0, 0]
             ids.append(int(pixel[0]) * 256 + int(pixel[1]))
@@ -146,7 +134,7 @@ def test_split_parts_are_disjoint_complete_and_follow_the_classes(ml_data, cifar
     assert content['label_counts'] == {str(c): n for c, n in expected.items()}
 
     # Metadata carries the input's facts.
-    meta = data.read_meta(result['paths']['unlabel'])
+    meta = records.read_meta(result['paths']['unlabel'])
     assert meta['count'] == len(labels) - 50 and meta['nclass'] == 10
     assert meta['class_names'] == NAMES
     assert (meta['height'], meta['width'], meta['channels']) == SHAPE
@@ -327,7 +315,7 @@ def test_readme_cifar10_invocation(ml_data):
     for part in ('label.tfrecord', 'unlabel.tfrecord', 'map.json'):
         assert (ml_data / 'SSL' / f'cifar10.3@250-{part}').exists()
         assert f'cifar10.3@250-{part}' in result.stdout
-    assert data.read_meta(str(ml_data / 'SSL' / 'cifar10.3@250-label.tfrecord'))['count'] == 250
+    assert records.read_meta(str(ml_data / 'SSL' / 'cifar10.3@250-label.tfrecord'))['count'] == 250
 
 
 def test_readme_custom_invocation(ml_data):

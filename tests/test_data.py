@@ -1,4 +1,4 @@
-"""libml/data.py: the name grammar, derived datasets, the record format and atomic writing."""
+"""libml/names.py and libml/records.py: the name grammar, derived datasets, the record format and atomic writing."""
 import os
 
 import numpy as np
@@ -6,48 +6,48 @@ import pytest
 
 from conftest import make_images, make_ssl_dataset, write_records
 
-from libml import data
+from libml import names, records
 from libml.utils import UserError
 
 
 def test_name_grammar():
-    assert data.parse_ssl_name('cifar10_aug50.3@450-50') == data.SplitName('cifar10_aug50', 3, 450, 50)
-    assert str(data.parse_ssl_name('digits.12@7-0')) == 'digits.12@7-0'
-    assert data.parse_split_name('cifar10.1@250').stem == 'cifar10.1@250'
-    assert data.parse_supervised_name('mydataset-50') == ('mydataset', 50)
+    assert names.parse_ssl_name('cifar10_aug50.3@450-50') == names.SplitName('cifar10_aug50', 3, 450, 50)
+    assert str(names.parse_ssl_name('digits.12@7-0')) == 'digits.12@7-0'
+    assert names.parse_split_name('cifar10.1@250').stem == 'cifar10.1@250'
+    assert names.parse_supervised_name('mydataset-50') == ('mydataset', 50)
     for bad in ('cifar10.1@250', 'cifar-10.1@250-5', 'cifar10.x@250-5', ''):
         with pytest.raises(UserError, match='NAME.SEED@SIZE-VALID'):
-            data.parse_ssl_name(bad)
+            names.parse_ssl_name(bad)
     with pytest.raises(UserError, match='NAME-VALID'):
-        data.parse_supervised_name('my-data-50')
+        names.parse_supervised_name('my-data-50')
     for bad in ('my-data', 'my.data', 'a b', ''):
         with pytest.raises(UserError, match='--name'):
-            data.check_name(bad)
+            names.check_name(bad)
 
 
 def test_lineage_of_derived_datasets():
-    assert data.lineage('cifar6_mismatch50_aug2') == ['cifar6_mismatch50_aug2', 'cifar6_mismatch50', 'cifar6']
-    assert data.base_name('cifar10_aug50') == 'cifar10'
-    assert data.base_name('my_aug_data') == 'my_aug_data'
+    assert names.lineage('cifar6_mismatch50_aug2') == ['cifar6_mismatch50_aug2', 'cifar6_mismatch50', 'cifar6']
+    assert names.base_name('cifar10_aug50') == 'cifar10'
+    assert names.base_name('my_aug_data') == 'my_aug_data'
 
 
 def test_derived_split_uses_its_base_label_and_test_files(ml_data):
     make_ssl_dataset(str(ml_data), name='cifar6')
-    split = data.parse_split_name('cifar6_mismatch50.1@12')
-    assert data.find_label_file(split) == data.split_path('cifar6.1@12', 'label')
-    assert data.find_test_file('cifar6_mismatch50_aug2') == data.record_path('cifar6', 'test')
+    split = names.parse_split_name('cifar6_mismatch50.1@12')
+    assert names.find_label_file(split) == names.split_path('cifar6.1@12', 'label')
+    assert names.find_test_file('cifar6_mismatch50_aug2') == names.record_path('cifar6', 'test')
     with pytest.raises(UserError, match='other.1@12-label.tfrecord does not exist'):
-        data.find_label_file(data.parse_split_name('other.1@12'))
+        names.find_label_file(names.parse_split_name('other.1@12'))
 
 
 def test_records_round_trip_with_metadata(ml_data):
     images, labels = make_images(7, (8, 8, 3), nclass=2)
     path = write_records(str(ml_data / 'x-train.tfrecord'), images, labels, 2, ['a', 'b'],
                          sources=[5, 4, 3, 2, 1, 0, 9])
-    meta = data.read_meta(path)
+    meta = records.read_meta(path)
     assert (meta['count'], meta['height'], meta['width'], meta['channels']) == (7, 8, 8, 3)
     assert meta['class_names'] == ['a', 'b'] and meta['label_counts'] == {'0': 4, '1': 3}
-    batch = next(data.read_records(path))
+    batch = next(records.read_records(path))
     np.testing.assert_array_equal(batch['label'], labels)
     np.testing.assert_array_equal(batch['source'], [5, 4, 3, 2, 1, 0, 9])
     import tensorflow as tf
@@ -57,8 +57,8 @@ def test_records_round_trip_with_metadata(ml_data):
 def test_writer_leaves_nothing_when_interrupted(ml_data):
     path = str(ml_data / 'y-train.tfrecord')
     with pytest.raises(KeyboardInterrupt):
-        with data.RecordWriter(path, (8, 8, 1), nclass=2) as w:
-            w.write(data.encode_png(np.zeros((1, 8, 8, 1), np.uint8))[0], 0)
+        with records.RecordWriter(path, (8, 8, 1), nclass=2) as w:
+            w.write(records.encode_png(np.zeros((1, 8, 8, 1), np.uint8))[0], 0)
             raise KeyboardInterrupt
     assert os.listdir(ml_data) == []
 

@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_images, run_script, write_records
-from libml import data, utils
+from libml import names, records, utils
 from libml.utils import UserError
 from test_create_datasets import write_tar
-from test_create_split import cs, load_script
+from conftest import load_script
+from test_create_split import cs
 
 import filter_dataset as fd  # noqa: E402  (at the repository root, on sys.path via conftest)
 
@@ -233,7 +234,7 @@ BAD_METAS = [
 
 
 def write_meta(path, meta):
-    with open(data.meta_path(str(path)), 'w', encoding='utf-8') as f:
+    with open(names.meta_path(str(path)), 'w', encoding='utf-8') as f:
         json.dump(meta, f)
 
 
@@ -241,8 +242,8 @@ def write_meta(path, meta):
 def test_malformed_metadata_is_one_error_naming_the_file(ml_data, meta, problem):
     source = labelled_file(ml_data / 'toy-train.tfrecord')
     write_meta(source, meta)
-    mpath = data.meta_path(source)
-    for call in (lambda: data.read_meta(source),
+    mpath = names.meta_path(source)
+    for call in (lambda: records.read_meta(source),
                  lambda: cs.create_split(str(ml_data / 'SSL' / 'toy'), [source], 1, 20,
                                          quiet=True),
                  lambda: fd.filter_records(source, str(ml_data / 'o.tfrecord'), '1', quiet=True)):
@@ -257,7 +258,7 @@ def test_malformed_metadata_in_the_trainer_and_on_the_command_line(ml_data):
     from conftest import make_ssl_dataset
     from libml import pipeline
     stem = make_ssl_dataset(str(ml_data), name='toy')
-    label = data.split_path(stem, 'label')
+    label = names.split_path(stem, 'label')
     write_meta(label, {'count': 12, 'width': 8, 'channels': 1})  # no height
     with pytest.raises(UserError, match=r'toy.1@12-label.tfrecord.json is not valid '
                                         r'\("height" is '):
@@ -281,7 +282,7 @@ def test_create_split_stops_when_metadata_disagrees_with_the_records(ml_data, li
     write_meta(source, dict(GOOD_META, **lie))
     with pytest.raises(UserError) as e:
         cs.create_split(str(ml_data / 'SSL' / 'toy'), [source], 1, 20, quiet=True)
-    for word in words + [data.meta_path(source), 'delete it']:
+    for word in words + [names.meta_path(source), 'delete it']:
         assert word in str(e.value)
     assert os.listdir(ml_data / 'SSL') == []
 
@@ -296,7 +297,7 @@ def test_writers_state_what_they_wrote_not_what_the_input_claimed(ml_data):
     truth = {'height': 8, 'width': 8, 'channels': 1, 'nclass': 10, 'class_names': None}
 
     def facts(path):
-        meta = data.read_meta(str(path))
+        meta = records.read_meta(str(path))
         return {k: meta[k] for k in truth}
 
     fd.filter_records(source, str(ml_data / 'f.tfrecord'), '0,1,2', quiet=True)
@@ -312,18 +313,18 @@ def test_writers_state_what_they_wrote_not_what_the_input_claimed(ml_data):
         assert facts(ml_data / 'SSL' / f'toy.1@20-{part}.tfrecord') == truth
 
     # make_aug_copy copies the label file: not its metadata file.
-    label = data.split_path('toy.1@20', 'label')
-    write_meta(label, dict(data.read_meta(label), height=4, width=4, channels=3, nclass=3,
+    label = names.split_path('toy.1@20', 'label')
+    write_meta(label, dict(records.read_meta(label), height=4, width=4, channels=3, nclass=3,
                            class_names=['a', 'b', 'c'], label_counts=None))
     result = run_script(MAKE_AUG_COPY, '--aug_dataset=toy.1@20', '--aug_copy=1', '--augment=svhn')
     assert result.returncode == 0, result.stderr
-    assert facts(data.split_path('toy_aug1.1@20', 'label')) == truth
+    assert facts(names.split_path('toy_aug1.1@20', 'label')) == truth
 
 
 def test_writer_refuses_records_of_mixed_shapes(ml_data):
     a = labelled_file(ml_data / 'a-train.tfrecord', n=20, shape=(8, 8, 1))
     b = labelled_file(ml_data / 'b-train.tfrecord', n=20, shape=(6, 6, 1))
-    write_meta(b, dict(data.read_meta(b), height=8, width=8))  # says 8x8x1, as a's
+    write_meta(b, dict(records.read_meta(b), height=8, width=8))  # says 8x8x1, as a's
     with pytest.raises(UserError, match=r'record \d+ holds a \dx\dx1 image, the records before '
                                         r'it \dx\dx1: an input holds images of another shape'):
         cs.create_split(str(ml_data / 'SSL' / 'ab'), [a, b], 1, 20, quiet=True)
@@ -361,10 +362,10 @@ def test_missing_or_malformed_flags_are_one_line(ml_data, script, args, words):
 def big_input(tmp_path_factory):
     """An input whose split takes a second or two: 40,000 records (50 distinct images)."""
     root = tmp_path_factory.mktemp('big')
-    pngs = data.encode_png(make_images(50, (8, 8, 1), 10)[0])
-    examples = [data.make_example(png, i % 10) for i, png in enumerate(pngs)]
+    pngs = records.encode_png(make_images(50, (8, 8, 1), 10)[0])
+    examples = [records.make_example(png, i % 10) for i, png in enumerate(pngs)]
     path = str(root / 'big-train.tfrecord')
-    with data.RecordWriter(path, (8, 8, 1), nclass=10) as w:
+    with records.RecordWriter(path, (8, 8, 1), nclass=10) as w:
         for i in range(40000):
             w.write_serialized(examples[i % 50], i % 10)
     return path
@@ -411,8 +412,8 @@ def test_ctrl_c_lost_in_a_finaliser_still_stops_create_split(ml_data):
     driver = f'''
 import os, runpy, signal, sys, weakref
 sys.path.insert(0, {REPO!r})
-from libml import data
-real = data.read_records
+from libml import names, records
+real = records.read_records
 
 def read_records(*args, **kwargs):
     yield from real(*args, **kwargs)
@@ -426,7 +427,7 @@ def read_records(*args, **kwargs):
     weakref.finalize(owner, finaliser)
     del owner
 
-data.read_records = read_records
+records.read_records = read_records
 sys.argv = [{CREATE_SPLIT!r}, '--seed=1', '--label_split_size=20', {str(ml_data / 'SSL' / 'toy')!r},
             {source!r}]
 runpy.run_path({CREATE_SPLIT!r}, run_name='__main__')
@@ -492,7 +493,7 @@ def test_create_datasets_removes_temporaries_of_a_killed_run(ml_data):
         path.write_bytes(b'partial')
     cd.create_digits(str(ml_data))
     assert [p for p in stale if p.exists()] == [] and alive.exists()
-    assert data.read_meta(str(ml_data / 'digits-train.tfrecord'))['count'] == 1297
+    assert records.read_meta(str(ml_data / 'digits-train.tfrecord'))['count'] == 1297
 
 
 # ----------------------------------------------------------------------------------------------
@@ -512,20 +513,20 @@ def test_metadata_never_describes_another_record_file(ml_data, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_records(path, images, labels, 10)
     monkeypatch.setattr(os, 'replace', real_replace)
-    assert data.read_meta(path)['count'] == 10  # the old file, as it is
-    assert [len(b['label']) for b in data.read_records(path)] == [10]
+    assert records.read_meta(path)['count'] == 10  # the old file, as it is
+    assert [len(b['label']) for b in records.read_records(path)] == [10]
 
     # Stopped after the record file took its place, before its metadata file was written.
-    real_write_json = data.write_json
+    real_write_json = records.write_json
 
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data, 'write_json', interrupted)
+    monkeypatch.setattr(records, "write_json", interrupted)
     with pytest.raises(KeyboardInterrupt):
         write_records(path, images, labels, 10)
-    monkeypatch.setattr(data, 'write_json', real_write_json)
-    assert data.read_meta(path)['count'] == 5  # scanned: the old metadata file is gone
+    monkeypatch.setattr(records, "write_json", real_write_json)
+    assert records.read_meta(path)['count'] == 5  # scanned: the old metadata file is gone
 
 
 def test_metadata_older_than_its_record_file_is_not_trusted(ml_data):
@@ -533,8 +534,8 @@ def test_metadata_older_than_its_record_file_is_not_trusted(ml_data):
     other = labelled_file(ml_data / 'other.tfrecord', n=4)
     os.replace(other, path)  # e.g. replaced by hand, or by an older version of these tools
     stamp = os.stat(path).st_mtime
-    os.utime(data.meta_path(path), (stamp - 10, stamp - 10))
-    meta = data.read_meta(path)
+    os.utime(names.meta_path(path), (stamp - 10, stamp - 10))
+    meta = records.read_meta(path)
     assert meta['count'] == 4 and meta['label_counts'] == {'0': 1, '1': 1, '2': 1, '3': 1}
 
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from conftest import REPO, assert_ok, assert_user_error, run_script
-from libml import data
+from libml import names, records
+from libml import rename as rn
 from libml.utils import UserError
-from test_create_split import NAMES, SHAPE, load_script, read_output, write_input
+from test_create_split import NAMES, SHAPE, read_output, write_input
 
 import filter_dataset as fd  # noqa: E402  (at the repository root, on sys.path via conftest)
 
 RENAME = os.path.join(REPO, 'scripts', 'rename_files.py')
-rn = load_script('rename_files', RENAME)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ def test_filter_keeps_only_the_classes_in_order(ml_data, labelled):
     expected = [i for i in range(60) if labels[i] in (2, 3, 4, 5, 6, 7)]
     assert (kept, read) == (36, 60)
     assert ids.tolist() == expected and out_labels.tolist() == labels[expected].tolist()
-    meta = data.read_meta(str(out))
+    meta = records.read_meta(str(out))
     assert meta['count'] == 36 and meta['nclass'] == 10 and meta['class_names'] == NAMES
     assert meta['label_counts'] == {str(c): 6 for c in range(2, 8)}
     assert (meta['height'], meta['width'], meta['channels']) == SHAPE
@@ -75,7 +75,7 @@ def test_filter_other_errors(ml_data, labelled):
     with pytest.raises(UserError, match='nothing written.*--keep_unlabeled'):
         fd.filter_records(unlabelled, str(ml_data / 'o.tfrecord'), '1', quiet=True)
     # A file without label counts in its metadata: "nothing kept" is found while reading.
-    os.remove(data.meta_path(unlabelled))
+    os.remove(names.meta_path(unlabelled))
     with pytest.raises(UserError, match='nothing written'):
         fd.filter_records(unlabelled, str(ml_data / 'o.tfrecord'), '1', quiet=True)
     assert not (ml_data / 'o.tfrecord').exists()

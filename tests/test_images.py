@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 from conftest import REPO, assert_ok, assert_user_error, run_script
 import libml  # noqa: F401,I100  (before TensorFlow)
 import tensorflow as tf
-from libml import data, images, inference
+from libml import images, inference, records
 from libml.utils import UserError
 from test_create_split import load_script
 from test_inference import make_run
@@ -301,7 +301,7 @@ def test_create_datasets_refuses_a_100_megapixel_png(ml_data, tmp_path):
     assert os.listdir(ml_data) == []
     # --skip_bad_images leaves it out.
     assert_ok(run_script(CREATE, *args, '--skip_bad_images', timeout=300))
-    assert data.read_meta(str(ml_data / 'big-train.tfrecord'))['count'] == 2
+    assert records.read_meta(str(ml_data / 'big-train.tfrecord'))['count'] == 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ def test_a_fifo_named_png_never_blocks(tmp_path, ml_data):
     assert_ok(run_script(CREATE, 'custom', '--name=fifo', f'--traindir={tmp_path / "train"}',
                          f'--testdir={tmp_path / "test"}', f'--unlabeldir={tmp_path / "unlabeled"}',
                          timeout=120))
-    assert data.read_meta(str(ml_data / 'fifo-train.tfrecord'))['count'] == 2
+    assert records.read_meta(str(ml_data / 'fifo-train.tfrecord'))['count'] == 2
 
     # Inference.
     run = make_run(tmp_path / 'experiments', steps=(64,))
@@ -362,7 +362,7 @@ def messy_folder(root, rng):
 def record_pixels(path):
     """(uint8 [N, H, W, C], labels [N]) of a record file, its PNGs decoded by TensorFlow."""
     pixels, labels = [], []
-    for batch in data.read_records(str(path)):
+    for batch in records.read_records(str(path)):
         pixels += [tf.io.decode_png(png).numpy() for png in batch['image']]
         labels += batch['label'].tolist()
     return np.stack(pixels), np.array(labels)
@@ -376,7 +376,7 @@ def test_training_and_prediction_see_identical_pixels(ml_data, tmp_path, monkeyp
     assert_ok(run_script(CREATE, 'custom', '--name=trust', f'--traindir={tmp_path / "train"}',
                          f'--testdir={tmp_path / "test"}', '--img_size=8', timeout=300))
     stored, labels = record_pixels(ml_data / 'trust-train.tfrecord')
-    meta = data.read_meta(str(ml_data / 'trust-train.tfrecord'))
+    meta = records.read_meta(str(ml_data / 'trust-train.tfrecord'))
     assert (meta['height'], meta['width'], meta['channels']) == (8, 8, 3)
     assert stored.shape == (len(order), 8, 8, 3)
 

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import assert_ok, assert_user_error, run_script
-from libml import data
+from libml import names, records
 
 SCRIPT = 'scripts/make_aug_copy.py'
 
@@ -44,24 +44,24 @@ def write_split(root, stem, shape, n_unlabel, n_label=10, nclass=10, label_stem=
     label_stem: write the label file under this split's name instead (as README 2.3 does for
     cifar6_mismatch50.1@250, whose label file is cifar6.1@250's)."""
     images = make_images(n_unlabel + n_label, shape)
-    pngs = data.encode_png(images)
-    label_path = data.split_path(label_stem or stem, 'label', root)
-    with data.RecordWriter(label_path, shape, nclass=nclass) as w:
+    pngs = records.encode_png(images)
+    label_path = names.split_path(label_stem or stem, 'label', root)
+    with records.RecordWriter(label_path, shape, nclass=nclass) as w:
         for i in range(n_label):
             w.write(pngs[n_unlabel + i], i % nclass)
-    with data.RecordWriter(data.split_path(stem, 'unlabel', root), shape, nclass=nclass) as w:
+    with records.RecordWriter(names.split_path(stem, 'unlabel', root), shape, nclass=nclass) as w:
         for i in range(n_unlabel):
             w.write(pngs[i], (3 * i) % nclass)
     return images[:n_unlabel]
 
 
 def read(path):
-    batches = list(data.read_records(path))
+    batches = list(records.read_records(path))
     return {k: np.concatenate([b[k] for b in batches]) for k in ('image', 'label', 'source')}
 
 
 def meta(path):
-    with open(data.meta_path(path)) as f:
+    with open(names.meta_path(path)) as f:
         return json.load(f)
 
 
@@ -69,9 +69,9 @@ def test_readme_command(ml_data):
     n = 30
     write_split(ml_data, 'cifar10.1@250', (16, 16, 3), n)
     palette = colours(n, 3)
-    test_file = data.record_path('cifar10', 'test', ml_data)
-    with data.RecordWriter(test_file, (16, 16, 3), nclass=10) as w:
-        w.write(data.encode_png(make_images(1, (16, 16, 3)))[0], 0)
+    test_file = names.record_path('cifar10', 'test', ml_data)
+    with records.RecordWriter(test_file, (16, 16, 3), nclass=10) as w:
+        w.write(records.encode_png(make_images(1, (16, 16, 3)))[0], 0)
 
     result = assert_ok(run_script(SCRIPT, '--aug_dataset=cifar10.1@250', f'--unlabel_size={n}',
                                   '--aug_copy=2', '--augment=cutout'))
@@ -81,15 +81,15 @@ def test_readme_command(ml_data):
         for part in ('label', 'unlabel') for ext in ('', '.json'))  # nothing partial left
 
     # The label file: the same bytes, the same metadata.
-    old_label = data.split_path('cifar10.1@250', 'label', ml_data)
-    new_label = data.split_path('cifar10_aug2.1@250', 'label', ml_data)
+    old_label = names.split_path('cifar10.1@250', 'label', ml_data)
+    new_label = names.split_path('cifar10_aug2.1@250', 'label', ml_data)
     with open(old_label, 'rb') as a, open(new_label, 'rb') as b:
         assert a.read() == b.read()
     assert meta(new_label) == meta(old_label)
 
     # The unlabelled file: originals first (same bytes, source = index), then copy 1, copy 2.
-    old = read(data.split_path('cifar10.1@250', 'unlabel', ml_data))
-    path = data.split_path('cifar10_aug2.1@250', 'unlabel', ml_data)
+    old = read(names.split_path('cifar10.1@250', 'unlabel', ml_data))
+    path = names.split_path('cifar10_aug2.1@250', 'unlabel', ml_data)
     new = read(path)
     assert len(new['image']) == n * 3
     m = meta(path)
@@ -133,10 +133,10 @@ def test_custom_grey_mismatch_valid_rerun(ml_data):
     result = assert_ok(run_script(*args))
     assert 'mydata-test.tfrecord' in result.stdout  # where the trainer will look
     stem = 'mydata_mismatch25_aug3.3@20'
-    with open(data.split_path('mydata.3@20', 'label', ml_data), 'rb') as a, \
-            open(data.split_path(stem, 'label', ml_data), 'rb') as b:
+    with open(names.split_path('mydata.3@20', 'label', ml_data), 'rb') as a, \
+            open(names.split_path(stem, 'label', ml_data), 'rb') as b:
         assert a.read() == b.read()
-    path = data.split_path(stem, 'unlabel', ml_data)
+    path = names.split_path(stem, 'unlabel', ml_data)
     new = read(path)
     assert len(new['image']) == n + 3 * (n - 4)
     assert meta(path)['channels'] == 1 and meta(path)['nclass'] == 4
@@ -150,25 +150,25 @@ def test_custom_grey_mismatch_valid_rerun(ml_data):
 
     # Interrupted between the two outputs (label file missing), with a partial file of a killed
     # run: running the same command again remakes the dataset, identical (seeded), and cleans up.
-    os.remove(data.split_path(stem, 'label', ml_data))
+    os.remove(names.split_path(stem, 'label', ml_data))
     stale = ml_data / 'SSL' / f'.{stem}-unlabel.tfrecord.partial-999999999'
     stale.write_bytes(b'partial')
     assert_ok(run_script(*args))
     assert not stale.exists()
     with open(path, 'rb') as f:
         assert f.read() == first
-    assert os.path.exists(data.split_path(stem, 'label', ml_data))
+    assert os.path.exists(names.split_path(stem, 'label', ml_data))
 
 
 def test_damaged_unlabel_file(ml_data):
     write_split(ml_data, 'cifar10.1@250', (8, 8, 3), 12)
-    path = data.split_path('cifar10.1@250', 'unlabel', ml_data)
+    path = names.split_path('cifar10.1@250', 'unlabel', ml_data)
     with open(path, 'r+b') as f:
         f.seek(40)
         f.write(b'garbage' * 10)
     assert_user_error(run_script(SCRIPT, '--aug_dataset=cifar10.1@250', '--aug_copy=2'),
                       'cifar10.1@250-unlabel.tfrecord', 'create the split again')
-    assert not os.path.exists(data.split_path('cifar10_aug2.1@250', 'unlabel', ml_data))
+    assert not os.path.exists(names.split_path('cifar10_aug2.1@250', 'unlabel', ml_data))
     assert not [f for f in os.listdir(ml_data / 'SSL') if f.startswith('.')]
 
 

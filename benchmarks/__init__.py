@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print measurements (see README.md here); importable for the demo."""

@@ -1,0 +1,208 @@
+"""Dataset names and where their files live under $ML_DATA. No TensorFlow here.
+
+  {name}                         a dataset: letters, digits, underscore (never '-' or '.')
+  {name}-{part}.tfrecord         under $ML_DATA: part = train, test, unlabeled (custom), extra (svhn)
+  {name}.{seed}@{size}           a semi-supervised split, files under $ML_DATA/SSL/
+  {name}.{seed}@{size}-{valid}   what the trainer reads: validation = the first `valid` records of
+                                 the split's unlabelled file, training unlabelled = the rest
+  {name}-{valid}                 what the supervised baselines read
+  {name}_aug{N}, {name}_mismatch{N}  datasets derived from {name} (make_aug_copy.py, README 2.3):
+                                 without a label or test file of their own they use {name}'s
+  {name}_class_mappings.json     the class names, {"0": "cat", ...}
+  X.tfrecord.json                the metadata of record file X (libml/records.py)
+"""
+import dataclasses
+import os
+import re
+
+from libml.utils import UserError, ml_data, read_json, write_json
+
+NAME_PATTERN = r'[A-Za-z0-9_]+'
+_SSL_RE = re.compile(rf'^({NAME_PATTERN})\.(\d+)@(\d+)-(\d+)$')
+_SPLIT_RE = re.compile(rf'^({NAME_PATTERN})\.(\d+)@(\d+)$')
+_SUPERVISED_RE = re.compile(rf'^({NAME_PATTERN})-(\d+)$')
+_AUG_SUFFIX_RE = re.compile(r'_aug\d+$')
+# Suffixes of datasets derived from another: augmented copies (make_aug_copy.py) and the class
+# mismatch subsets of README 2.3 (filter_dataset.py). Such a dataset may lack a label or test
+# file of its own and use those of the dataset it derives from.
+_DERIVED_SUFFIX_RE = re.compile(r'_(aug|mismatch)\d+$')
+
+
+# ----------------------------------------------------------------------------------------------
+# Names and paths.
+
+def check_name(name, flag='--name'):
+    """Rejects a dataset name that the name grammar could not parse back."""
+    if not name or not re.fullmatch(NAME_PATTERN, name):
+        raise UserError(f'{flag}={name!r}: a dataset name may hold only letters, digits and "_" '
+                        '("-" separates the validation size and "." the seed), e.g. mydataset.')
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitName:
+    """`{name}.{seed}@{size}`, optionally with `-{valid}`."""
+    name: str
+    seed: int
+    size: int
+    valid: int = 0
+
+    @property
+    def stem(self):
+        return f'{self.name}.{self.seed}@{self.size}'
+
+    def __str__(self):
+        return f'{self.stem}-{self.valid}'
+
+
+def parse_ssl_name(text, flag='--dataset'):
+    """Parses `name.seed@size-valid`, e.g. cifar10.3@250-5000."""
+    m = _SSL_RE.match(text or '')
+    if not m:
+        raise UserError(f'{flag}={text!r} is not of the form NAME.SEED@SIZE-VALID '
+                        '(e.g. cifar10.3@250-5000: seed 3, 250 labels, 5000 validation images).')
+    return SplitName(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)))
+
+
+def parse_split_name(text, flag='--aug_dataset'):
+    """Parses `name.seed@size`, e.g. cifar10.1@250."""
+    m = _SPLIT_RE.match(text or '')
+    if not m:
+        raise UserError(f'{flag}={text!r} is not of the form NAME.SEED@SIZE (e.g. cifar10.1@250).')
+    return SplitName(m.group(1), int(m.group(2)), int(m.group(3)))
+
+
+def parse_supervised_name(text, flag='--dataset'):
+    """Parses `name-valid` for the supervised baselines; returns (name, valid)."""
+    m = _SUPERVISED_RE.match(text or '')
+    if not m:
+        raise UserError(f'{flag}={text!r} is not of the form NAME-VALID (e.g. mydataset-50: 50 '
+                        'validation images); NAME may not contain "-" or ".".')
+    return m.group(1), int(m.group(2))
+
+
+def base_name(name):
+    """The dataset a derived name comes from: cifar10_aug50 -> cifar10, cifar6_mismatch50_aug2 -> cifar6."""
+    return lineage(name)[-1]
+
+
+def lineage(name):
+    """`name` and the datasets it derives from: cifar6_mismatch50_aug2 -> [that, cifar6_mismatch50, cifar6]."""
+    names = [name]
+    while _DERIVED_SUFFIX_RE.search(names[-1]):
+        names.append(_DERIVED_SUFFIX_RE.sub('', names[-1]))
+    return names
+
+
+def record_path(name, part, root=None):
+    """$ML_DATA/{name}-{part}.tfrecord (part: train, test, unlabeled, extra)."""
+    return os.path.join(root or ml_data(), f'{name}-{part}.tfrecord')
+
+
+def split_path(stem, part, root=None):
+    """$ML_DATA/SSL/{stem}-{part}.tfrecord (part: label, unlabel)."""
+    return os.path.join(root or ml_data(), 'SSL', f'{stem}-{part}.tfrecord')
+
+
+def split_map_path(stem, root=None):
+    """$ML_DATA/SSL/{stem}-map.json: the record ids of each part of a split."""
+    return os.path.join(root or ml_data(), 'SSL', f'{stem}-map.json')
+
+
+def find_label_file(split, root=None):
+    """The label file of split `split` (a SplitName): its own, else that of the dataset it derives
+    from (cifar6_mismatch50.1@250 -> cifar6.1@250-label.tfrecord, as README 2.3 makes them)."""
+    for candidate in lineage(split.name):
+        path = split_path(f'{candidate}.{split.seed}@{split.size}', 'label', root)
+        if os.path.exists(path):
+            return path
+    path = split_path(split.stem, 'label', root)
+    raise UserError(f'{path} does not exist; {creation_hint(path)}')
+
+
+def class_mapping_path(name, root=None):
+    """$ML_DATA/{name}_class_mappings.json: {"0": "airplane", ...}."""
+    return os.path.join(root or ml_data(), f'{name}_class_mappings.json')
+
+
+def meta_path(path):
+    return path + '.json'
+
+
+def find_test_file(name, root=None):
+    """The test records of dataset `name`: its own, else those of the dataset it derives from."""
+    for candidate in lineage(name):
+        path = record_path(candidate, 'test', root)
+        if os.path.exists(path):
+            return path
+    raise UserError(f'no test file for dataset {name}: expected {record_path(name, "test", root)}; '
+                    'create it with scripts/create_datasets.py.')
+
+
+def read_class_names(name, root=None):
+    """Class names of dataset `name` from its class mapping (or its base's), else None."""
+    for candidate in lineage(name):
+        path = class_mapping_path(candidate, root)
+        if os.path.exists(path):
+            return class_names_from_mapping(read_json(path, 'class mapping'), path)
+    return None
+
+
+def class_names_from_mapping(mapping, path):
+    """{"0": "cat", "1": "dog"} -> ["cat", "dog"]; keys must be 0..K-1."""
+    try:
+        keys = sorted(int(k) for k in mapping)
+    except (TypeError, ValueError, AttributeError):
+        raise UserError(f'class mapping {path} must map class indices to names, '
+                        'e.g. {"0": "cat", "1": "dog"}.') from None
+    if keys != list(range(len(keys))):
+        raise UserError(f'class mapping {path} must have the keys 0..{len(keys) - 1} exactly.')
+    return [str(mapping[str(k)] if str(k) in mapping else mapping[k]) for k in keys]
+
+
+def write_class_mapping(name, class_names, root=None):
+    path = class_mapping_path(name, root)
+    write_json(path, {str(i): c for i, c in enumerate(class_names)})
+    return path
+
+
+def require_file(path, hint, flag=None):
+    """A UserError for a record file that is missing (with `hint`: the command that creates it),
+    a folder, or unreadable. `flag`, e.g. '--train_record=x', is named first when given."""
+    where = f'{flag}: ' if flag else ''
+    if not os.path.exists(path):
+        raise UserError(f'{where}{path} does not exist; {hint}')
+    if os.path.isdir(path):
+        raise UserError(f'{where}{path} is a folder, not a record file; give the path of a '
+                        '.tfrecord file.')
+    if not os.access(path, os.R_OK):
+        raise UserError(f'{where}{path} is not readable (permission denied); fix its permissions '
+                        'or give another file.')
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors about missing files.
+
+PUBLIC_DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn', 'stl10')
+
+
+def creation_hint(path):
+    """Which command creates the record file `path`, for "does not exist" errors (see require_file)."""
+    base = os.path.basename(path)
+    m = re.fullmatch(rf'({NAME_PATTERN})\.(\d+)@(\d+)-(label|unlabel)\.tfrecord', base)
+    if m:
+        name, seed, size = m.group(1), m.group(2), m.group(3)
+        aug = _AUG_SUFFIX_RE.search(name)
+        if aug:
+            return (f'create it with scripts/make_aug_copy.py --aug_dataset={name[:aug.start()]}.'
+                    f'{seed}@{size} --aug_copy={aug.group(0)[4:]}.')
+        return (f'create it with scripts/create_split.py, e.g. scripts/create_split.py --seed={seed} '
+                f'--label_split_size={size} $ML_DATA/SSL/{name} $ML_DATA/{name}-train.tfrecord.')
+    m = re.fullmatch(rf'({NAME_PATTERN})-(train|test|unlabeled|extra)\.tfrecord', base)
+    if m and m.group(1) in PUBLIC_DATASETS:
+        return f'create it with scripts/create_datasets.py {m.group(1)}.'
+    if m:
+        return (f'create it with scripts/create_datasets.py custom --name {m.group(1)} --traindir ... '
+                '--testdir ... [--unlabeldir ...] (or filter_dataset.py for a filtered copy).')
+    return 'create it with scripts/create_datasets.py, scripts/create_split.py or filter_dataset.py.'
