@@ -121,7 +121,7 @@ def online_rates(images, repeats, from_file, batches=60):
     from libml import augment, names, records
     path = names.split_path(SPLIT, 'unlabel')
     rates = {}
-    for preset in augment.PRESETS:
+    for preset in names.PRESETS:
         def pipeline(preset=preset):
             if from_file:
                 ds = tf.data.TFRecordDataset(path).repeat()

@@ -37,7 +37,6 @@ are in each run folder's compare.log.
 """
 import argparse
 import glob
-import importlib.util
 import json
 import os
 import re
@@ -153,34 +152,19 @@ def ensure_splits(args, env):
 # ----------------------------------------------------------------------------------------------
 # Trained methods (subprocesses of the real entry points).
 
-_MODULES = {}
-
-
-def _extract_accuracy():
-    """scripts/extract_accuracy.py as a module (its event reading and medians), loaded once."""
-    if 'ea' in _MODULES:
-        return _MODULES['ea']
-    spec = importlib.util.spec_from_file_location(
-        'extract_accuracy', os.path.join(REPO, 'scripts', 'extract_accuracy.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    _MODULES['ea'] = module
-    return module
-
-
 def final_accuracy(run_dir, images):
     """(test accuracy, labelled-train accuracy) of the run's last evaluation, if it evaluated at
     `images` (the run is complete); else None. Also writes stats/accuracy.json."""
-    ea = _extract_accuracy()
-    files = ea.event_files(run_dir)
-    by_step, _, _ = ea.read_scalars(files, 'accuracy_test')
+    from libml import events
+    files = events.event_files(run_dir)
+    by_step, _, _ = events.read_scalars(files, 'accuracy_test')
     if not by_step or max(by_step) < images:
         return None
     from libml.utils import write_json
     values = [by_step[s] for s in sorted(by_step)]
-    write_json(os.path.join(run_dir, 'stats', 'accuracy.json'), ea.medians(values))
+    write_json(os.path.join(run_dir, 'stats', 'accuracy.json'), events.medians(values))
     last = max(by_step)
-    train, _, _ = ea.read_scalars(files, 'accuracy_train_labeled')
+    train, _, _ = events.read_scalars(files, 'accuracy_train_labeled')
     return by_step[last], train.get(last, float('nan'))
 
 

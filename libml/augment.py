@@ -36,10 +36,9 @@ batch its own seed, e.g. `tf.random.experimental.stateless_fold_in(base_seed, ba
 The parts are exposed with their parameters (`mirror`, `shift`, `color`, `cutout`) so their
 identity cases (`shift(x, 0, seed)`, `cutout(x, seed, p=0)`) return the input exactly.
 """
-from libml.utils import UserError
+import tensorflow as tf
 
-PRESETS = ('cifar10', 'svhn', 'stl10', 'color', 'cutout', 'none')
-ALIASES = {'stl-10': 'stl10'}
+from libml.names import check_preset
 
 # Random erasing defaults (p of the original make_aug_copy; the rest are the usual yu4u values).
 CUTOUT_P = 0.3
@@ -47,23 +46,8 @@ CUTOUT_AREA = (0.02, 0.4)
 CUTOUT_ASPECT = (0.3, 1 / 0.3)
 
 
-def check_preset(name, flag='--augment'):
-    """The canonical name of preset `name` (`stl-10` -> `stl10`); UserError listing valid ones."""
-    canonical = ALIASES.get(name, name)
-    if canonical not in PRESETS:
-        names = ', '.join(PRESETS + tuple(ALIASES))
-        raise UserError(f'{flag}={name!r} is not an augmentation; valid: {names}.')
-    return canonical
-
-
-def _tf():
-    import tensorflow as tf  # imported lazily: scripts check their flags before paying for it
-    return tf
-
-
 def default_pad(size):
     """Shift for an image side of `size` pixels: max(1, round(size / 8)), halves rounded up."""
-    tf = _tf()
     if isinstance(size, int):
         return max(1, (size + 4) // 8)
     return tf.maximum(1, (size + 4) // 8)
@@ -72,7 +56,6 @@ def default_pad(size):
 def _batched(fn):
     """Lets `fn(images, ...)` take a single image [H, W, C] as well as a batch."""
     def wrapped(images, *args, **kwargs):
-        tf = _tf()
         images = tf.convert_to_tensor(images)
         if images.shape.rank == 3:
             return fn(images[None], *args, **kwargs)[0]
@@ -86,13 +69,11 @@ def _batched(fn):
 
 def _dims(images):
     """(B, H, W): static ints where known, else scalar tensors."""
-    tf = _tf()
     dynamic = tf.shape(images)
     return tuple(images.shape[i] if images.shape[i] is not None else dynamic[i] for i in range(3))
 
 
 def _seeds(seed, n):
-    tf = _tf()
     seed = tf.convert_to_tensor(seed)
     if seed.dtype not in (tf.int32, tf.int64):
         seed = tf.cast(seed, tf.int64)
@@ -100,7 +81,6 @@ def _seeds(seed, n):
 
 
 def _uniform(shape, seed, minval=0., maxval=1., dtype=None):
-    tf = _tf()
     return tf.random.stateless_uniform(shape, seed=seed, minval=minval, maxval=maxval,
                                        dtype=dtype or tf.float32)
 
@@ -111,7 +91,6 @@ def _remap(images, rows, cols):
     A single flat gather of C-value pixels is several times faster than gathering rows and then
     columns (TF gathers of small slices along an inner axis are slow).
     """
-    tf = _tf()
     b, h, w = _dims(images)
     index = (tf.range(b)[:, None, None] * (h * w) + rows[:, :, None] * w + cols[:, None, :])
     return tf.gather(tf.reshape(images, [-1, tf.shape(images)[3]]), index)
@@ -119,13 +98,11 @@ def _remap(images, rows, cols):
 
 def _identity(b, size):
     """The map [B, size] that moves nothing."""
-    tf = _tf()
     return tf.tile(tf.range(size)[None, :], tf.stack([b, 1]))
 
 
 def _mirror_map(b, w, seed):
     """Column map [B, W] of a left-right flip with probability 1/2 per image."""
-    tf = _tf()
     flip = _uniform([b], seed) < 0.5
     x = tf.range(w)[None, :]
     return tf.where(flip[:, None], w - 1 - x, x)
@@ -133,7 +110,6 @@ def _mirror_map(b, w, seed):
 
 def _reflect(index, size):
     """Maps indices in [-size+1, 2*size-2] into [0, size) as REFLECT padding does."""
-    tf = _tf()
     index = tf.abs(index)
     index = tf.where(index >= size, 2 * (size - 1) - index, index)
     return tf.clip_by_value(index, 0, size - 1)  # only matters for 1-pixel sides
@@ -141,7 +117,6 @@ def _reflect(index, size):
 
 def _shift_maps(b, h, w, pad, seed):
     """Row and column maps ([B, H], [B, W]) of a reflect-pad-and-crop by `pad`; None if pad is 0."""
-    tf = _tf()
     if pad is None:
         pad_h, pad_w = default_pad(h), default_pad(w)
     elif isinstance(pad, (tuple, list)):
@@ -184,7 +159,6 @@ def _hue_saturation(x, dh, fs):
     adjust_saturation, with one amount per image (tf.image draws one for the whole batch). The
     HSV kernels cost less CPU than the same formulas in RGB as elementwise ops (measured).
     """
-    tf = _tf()
     hsv = tf.image.rgb_to_hsv(x)
     h = tf.math.floormod(hsv[..., 0] + dh[:, None, None], 1.)
     s = tf.minimum(hsv[..., 1] * fs[:, None, None], 1.)
@@ -199,7 +173,6 @@ def color(images, seed, brightness=0.1, hue=0.5, saturation=(0.1, 3.), contrast=
     U[-hue, hue] turns, saturation and contrast multiply by U[lo, hi]. Grey images (C=1) skip hue
     and saturation.
     """
-    tf = _tf()
     dtype = images.dtype
     x = tf.cast(images, tf.float32) / 255.
     b = _dims(x)[:1]
@@ -225,7 +198,6 @@ def color(images, seed, brightness=0.1, hue=0.5, saturation=(0.1, 3.), contrast=
 
 def _random_bytes(n, seed):
     """n uniform integers in [0, 255] as uint8 (4 per 32-bit draw: draws are the cost)."""
-    tf = _tf()
     bits = tf.random.stateless_uniform([(n + 3) // 4], seed, minval=None, maxval=None,
                                        dtype=tf.uint32)
     return tf.reshape(tf.bitcast(bits, tf.uint8), [-1])[:n]
@@ -240,7 +212,6 @@ def cutout(images, seed, p=CUTOUT_P, area=CUTOUT_AREA, aspect=CUTOUT_ASPECT, pix
     position inside the image. The noise is an integer in [0, 255] per pixel and channel (one value
     for the whole rectangle with pixel_level=False). p=0 returns the images unchanged.
     """
-    tf = _tf()
     if isinstance(p, (int, float)) and p <= 0:
         return images
     b, h, w = _dims(images)
@@ -285,7 +256,6 @@ def augment(images, preset, seed):
     Mirror and shift are applied as one gather. `color` changes colours before the geometric part
     (mirroring commutes with them), which then moves pixels once.
     """
-    tf = _tf()
     preset = check_preset(preset)
     if preset == 'none':
         return images

@@ -182,6 +182,22 @@ def require_file(path, hint, flag=None):
 
 
 # ----------------------------------------------------------------------------------------------
+# Augmentation presets (libml/augment.py implements them; their names are checked without TensorFlow).
+
+PRESETS = ('cifar10', 'svhn', 'stl10', 'color', 'cutout', 'none')
+ALIASES = {'stl-10': 'stl10'}
+
+
+def check_preset(name, flag='--augment'):
+    """The canonical name of preset `name` (`stl-10` -> `stl10`); UserError listing valid ones."""
+    canonical = ALIASES.get(name, name)
+    if canonical not in PRESETS:
+        valid = ', '.join(PRESETS + tuple(ALIASES))
+        raise UserError(f'{flag}={name!r} is not an augmentation; valid: {valid}.')
+    return canonical
+
+
+# ----------------------------------------------------------------------------------------------
 # Errors about missing files.
 
 PUBLIC_DATASETS = ('digits', 'cifar10', 'cifar100', 'svhn', 'stl10')

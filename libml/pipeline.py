@@ -261,7 +261,7 @@ def train_batches(dataset, batch, nu, augment, seed, start_images, draw=None,
     if batch % num_replicas:
         raise UserError(f'--batch={batch} must be divisible by the {num_replicas} replicas.')
     local = batch // num_replicas
-    augment_lib.check_preset(augment)
+    names.check_preset(augment)
     shape = dataset.shape
     step0 = start_images // batch
     steps = tf.data.Dataset.range(step0, 1 << 62)

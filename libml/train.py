@@ -31,7 +31,7 @@ from absl import flags
 from sklearn import metrics as sklearn_metrics
 from tqdm import tqdm
 
-from libml import augment, images, inference, models, names, pipeline, runs
+from libml import images, inference, models, names, pipeline, runs
 from libml.utils import UserError, ml_data, read_json, write_json
 
 FLAGS = flags.FLAGS
@@ -149,7 +149,7 @@ class Config:
                 raise UserError(f'--{name}={getattr(self, name)} must be at least 1.')
         if self.lr <= 0 or self.wd < 0 or not 0 <= self.ema < 1:
             raise UserError('--lr must be > 0, --wd >= 0 and --ema in [0, 1).')
-        augment.check_preset(self.augment)
+        names.check_preset(self.augment)
 
     @property
     def total_images(self):

@@ -36,15 +36,13 @@ Outputs are written under temporary names and renamed when complete; the label f
 last and marks a complete dataset. Interrupted, the command can simply be run again (it removes
 what a killed run left). An existing complete dataset is an error unless --overwrite.
 """
-import math
 import os
 import time
 
 from absl import flags
 
-from libml import augment as augment_lib
 from libml import names, records
-from libml.utils import UserError, no_extra_args, run, temporary_name
+from libml.utils import UserError, no_extra_args, run
 
 flags.DEFINE_string('aug_dataset', None,
                     'Split to augment, NAME.SEED@SIZE (e.g. cifar10.1@250): reads '
@@ -52,7 +50,7 @@ flags.DEFINE_string('aug_dataset', None,
 flags.DEFINE_integer('aug_copy', 1, 'Number N of augmented copies of every unlabelled image; the '
                      'new dataset is NAME_augN.SEED@SIZE.')
 flags.DEFINE_string('augment', 'cifar10', 'Augmentation of the copies: one of '
-                    f'{", ".join(augment_lib.PRESETS)} (stl-10 is accepted for stl10). See '
+                    f'{", ".join(names.PRESETS)} (stl-10 is accepted for stl10). See '
                     'libml/augment.py.')
 flags.DEFINE_integer('unlabel_size', None, 'Optional, for compatibility with the original: the '
                      'number of unlabelled images of --aug_dataset; checked against the file.')
@@ -63,8 +61,6 @@ flags.DEFINE_integer('seed', 0, 'Random seed of the augmentations (the split\'s 
                      '--aug_dataset).')
 flags.DEFINE_bool('overwrite', False, 'Replace an existing augmented dataset of the same name.')
 FLAGS = flags.FLAGS
-
-AUG_BATCH = 256  # records per batch; fixed, so the outputs depend only on the flags
 
 CREATE_HINT = ('create the split with scripts/create_split.py, e.g. scripts/create_split.py '
                '--seed={seed} --label_split_size={size} $ML_DATA/SSL/{name} '
@@ -78,126 +74,11 @@ def check_flags():
     split = names.parse_split_name(FLAGS.aug_dataset, '--aug_dataset')
     if FLAGS.aug_copy is None or FLAGS.aug_copy < 1:
         raise UserError(f'--aug_copy={FLAGS.aug_copy}: the number of copies must be at least 1.')
-    preset = augment_lib.check_preset(FLAGS.augment)
+    preset = names.check_preset(FLAGS.augment)
     if FLAGS.valid < 0:
         raise UserError(f'--valid={FLAGS.valid} must be 0 or more.')
     new_name = f'{split.name}_aug{FLAGS.aug_copy}'
     return split, preset, f'{new_name}.{split.seed}@{split.size}'
-
-
-def copy_label_file(src, dst, meta):
-    """The label file under the new name: the same records, byte for byte, and metadata stating
-    what was copied (a wrong count or shape in `meta`, the source's, is not passed on)."""
-    with records.RecordWriter(dst, (meta['height'], meta['width'], meta['channels']),
-                           nclass=meta.get('nclass'), class_names=meta.get('class_names')) as w:
-        for batch in records.read_records(src):
-            for raw, label in zip(batch['raw'].tolist(), batch['label'].tolist()):
-                w.write_serialized(raw, label)
-
-
-def _records(path):
-    """Batches of AUG_BATCH records of `path`: png, label, source (or the index if none), index."""
-    import tensorflow as tf
-
-    def parse(batch_index, raw):
-        r = records.parse_records(raw)
-        index = batch_index * AUG_BATCH + tf.range(tf.size(raw, out_type=tf.int64))
-        return {'png': r['image'], 'label': r['label'], 'index': index,
-                'source': tf.where(r['source'] >= 0, r['source'], index)}
-
-    ds = tf.data.TFRecordDataset(path, buffer_size=8 << 20).batch(AUG_BATCH).enumerate()
-    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def originals_pipeline(path, shape):
-    """The original records with their source, and their decoded pixels (for the copies)."""
-    import tensorflow as tf
-
-    def decode(png):
-        return tf.ensure_shape(tf.io.decode_png(png, channels=shape[2]), shape)
-
-    def prepare(b):
-        return {'record': records.serialize_records(b['png'], b['label'], b['source']),
-                'label': b['label'],
-                'pixels': tf.map_fn(decode, b['png'], fn_output_signature=tf.uint8)}
-
-    return _records(path).map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(4)
-
-
-def copies_pipeline(path, pixels_path, shape, preset, copies, valid, seed):
-    """Records of copy 1 of every image, copy 2, ... copy N (without the first `valid` images)."""
-    import tensorflow as tf
-    base_seed = tf.constant([seed, 0], tf.int64)
-
-    def pixels():
-        ds = tf.data.FixedLengthRecordDataset(pixels_path, record_bytes=math.prod(shape),
-                                              buffer_size=8 << 20).batch(AUG_BATCH)
-        return ds.map(lambda raw: tf.reshape(tf.io.decode_raw(raw, tf.uint8), (-1,) + shape))
-
-    def encode_changed(images, pngs, changed):
-        """PNGs of the images; one that did not change keeps its original bytes (no encoding)."""
-        where = tf.where(changed)
-        encoded = tf.map_fn(tf.io.encode_png, tf.gather_nd(images, where),
-                            fn_output_signature=tf.string)
-        return tf.tensor_scatter_nd_update(pngs, where, encoded)
-
-    def augment_batch(batch_index, b, images, copy_seed):
-        aug = augment_lib.augment(images, preset,
-                                  tf.random.experimental.stateless_fold_in(copy_seed, batch_index))
-        changed = tf.reduce_any(tf.not_equal(aug, images), axis=[1, 2, 3])
-        # Every image is augmented, so each one's draws do not depend on --valid; the first
-        # `valid` are dropped before the costly encoding.
-        keep = b['index'] >= valid
-        aug, png, changed, label, source = (tf.boolean_mask(t, keep) for t in (
-            aug, b['png'], changed, b['label'], b['source']))
-        png = encode_changed(aug, png, changed)
-        return {'record': records.serialize_records(png, label, source), 'label': label}
-
-    def one_copy(copy):
-        copy_seed = tf.random.experimental.stateless_fold_in(base_seed, copy)
-        ds = tf.data.Dataset.zip(_records(path), pixels()).enumerate()
-        return ds.map(lambda i, b: augment_batch(i, b[0], b[1], copy_seed),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    return tf.data.Dataset.range(1, copies + 1).flat_map(one_copy).prefetch(4)
-
-
-def write_unlabel_file(unlabel_in, unlabel_out, shape, preset, nclass, class_names, count, total):
-    """Writes the new unlabelled file: the originals, then the copies.
-
-    Returns the wall and CPU seconds of the copies (after the originals).
-    """
-    import tensorflow as tf
-    from tqdm import tqdm
-    pixels_path = temporary_name(unlabel_out, '.pixels')  # removed by a later run if killed
-    try:
-        with records.RecordWriter(unlabel_out, shape, nclass=nclass, class_names=class_names) as w, \
-                tqdm(total=total, unit='img', desc='writing', smoothing=0.05) as bar:
-            # The originals, decoding each image once into a temporary file of raw pixels.
-            with open(pixels_path, 'wb') as pixels:
-                for batch in originals_pipeline(unlabel_in, shape).as_numpy_iterator():
-                    for record, label in zip(batch['record'], batch['label']):
-                        w.write_serialized(record, label)
-                    pixels.write(batch['pixels'].tobytes())
-                    bar.update(len(batch['label']))
-            if w.count != count:
-                raise UserError(f'{unlabel_in} holds {w.count} records, not the {count} its '
-                                'metadata file says; create the split again.')
-            start, cpu_start = time.perf_counter(), time.process_time()
-            ds = copies_pipeline(unlabel_in, pixels_path, shape, preset, FLAGS.aug_copy,
-                                 FLAGS.valid, FLAGS.seed)
-            for batch in ds.as_numpy_iterator():
-                for record, label in zip(batch['record'], batch['label']):
-                    w.write_serialized(record, label)
-                bar.update(len(batch['label']))
-            return time.perf_counter() - start, time.process_time() - cpu_start
-    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        raise UserError(f'cannot read {unlabel_in} ({e.message.splitlines()[0]}); it may be '
-                        f'damaged or its images may not be {shape[0]}x{shape[1]}x{shape[2]} as '
-                        'its metadata says; create the split again.') from None
-    finally:
-        if os.path.exists(pixels_path):
-            os.remove(pixels_path)
 
 
 def main(argv):
@@ -235,7 +116,7 @@ def main(argv):
     copied = FLAGS.aug_copy * (count - FLAGS.valid)
     total = count + copied
 
-    import tensorflow as tf  # noqa: F401  (after the checks: mistakes are reported at once)
+    from libml import aug_copies  # imports TensorFlow: after the checks, so mistakes show at once
 
     if os.path.exists(unlabel_out) and not FLAGS.overwrite:
         print(f'{unlabel_out} exists without its label file (an earlier run was interrupted): '
@@ -246,12 +127,13 @@ def main(argv):
           + (f' (not of the first {FLAGS.valid}, --valid)' if FLAGS.valid else '')
           + f' = {total} records.')
 
-    start, cpu_start = time.perf_counter(), time.process_time()
+    start = time.perf_counter()
     # A full disk (the README asks for 5-10 GB) is a one-line error naming the file: the
     # writers report it (libml.utils.storage_errors).
-    copy_wall, copy_cpu = write_unlabel_file(unlabel_in, unlabel_out, shape, preset, nclass,
-                                             class_names, count, total)
-    copy_label_file(label_in, label_out, meta_l)
+    copy_wall, copy_cpu = aug_copies.write_unlabel_file(
+        unlabel_in, unlabel_out, shape, preset, nclass, class_names, count, total,
+        FLAGS.aug_copy, FLAGS.valid, FLAGS.seed)
+    aug_copies.copy_label_file(label_in, label_out, meta_l)
     elapsed = time.perf_counter() - start
 
     print(f'wrote {unlabel_out} ({total} records) and {label_out} (a copy of {label_in}).')

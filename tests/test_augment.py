@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from libml import augment
+from libml import augment, names
 from libml.utils import UserError
 
 SEED = tf.constant([3, 4], tf.int32)
@@ -27,14 +27,14 @@ def matches_any(out, candidates):
 
 
 def test_check_preset():
-    for name in augment.PRESETS:
-        assert augment.check_preset(name) == name
-    assert augment.check_preset('stl-10') == 'stl10'
+    for name in names.PRESETS:
+        assert names.check_preset(name) == name
+    assert names.check_preset('stl-10') == 'stl10'
     with pytest.raises(UserError) as e:
-        augment.check_preset('autoaugment', flag='--augment')
+        names.check_preset('autoaugment', flag='--augment')
     message = str(e.value)
     assert '--augment' in message and 'autoaugment' in message
-    for name in augment.PRESETS:
+    for name in names.PRESETS:
         assert name in message
 
 
@@ -46,7 +46,7 @@ def test_default_pad():
 @pytest.mark.parametrize('dtype', ['uint8', 'float32'])
 def test_shape_dtype_range(shape, dtype):
     images = random_images(16, shape).astype(dtype)
-    for preset in augment.PRESETS + ('stl-10',):
+    for preset in names.PRESETS + ('stl-10',):
         out = augment.augment(images, preset, SEED)
         assert out.shape == images.shape, preset
         assert out.dtype == tf.as_dtype(dtype), preset
@@ -72,7 +72,7 @@ def test_float_input_gives_the_same_pixels_as_uint8():
     np.testing.assert_allclose(color, augment.augment(images, 'color', SEED).numpy(), atol=0.51)
 
 
-@pytest.mark.parametrize('preset', [p for p in augment.PRESETS if p != 'none'])
+@pytest.mark.parametrize('preset', [p for p in names.PRESETS if p != 'none'])
 def test_identical_images_get_different_augmentations(preset):
     image = random_images(1, (32, 32, 3))[0]
     out = augment.augment(np.stack([image] * 32), preset, SEED).numpy()
@@ -80,7 +80,7 @@ def test_identical_images_get_different_augmentations(preset):
     assert len(distinct) > 4, f'{preset}: {len(distinct)} distinct outputs of 32'
 
 
-@pytest.mark.parametrize('preset', [p for p in augment.PRESETS if p != 'none'])
+@pytest.mark.parametrize('preset', [p for p in names.PRESETS if p != 'none'])
 def test_determinism(preset):
     images = random_images(16, (32, 32, 3))
     a = augment.augment(images, preset, SEED).numpy()
@@ -205,7 +205,7 @@ def test_tf_function_and_tf_data_match_eager():
     def in_function(x, seed, preset):
         return augment.augment(x, preset, seed)
 
-    for preset in augment.PRESETS:
+    for preset in names.PRESETS:
         eager = augment.augment(images, preset, SEED).numpy()
         traced = in_function(tf.constant(images), SEED, preset).numpy()
         # tf.data: unknown static shape (decode_png without channels), graph mode, batches of 8

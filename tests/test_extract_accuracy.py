@@ -1,5 +1,5 @@
-"""scripts/extract_accuracy.py: medians of the last accuracy_test evaluations of a run."""
-import importlib.util
+"""scripts/extract_accuracy.py and libml/events.py: medians of the last accuracy_test evaluations
+of a run."""
 import json
 import os
 import time
@@ -7,20 +7,10 @@ import time
 import numpy as np
 import pytest
 
-import libml  # noqa: F401  (before TensorFlow)
 from conftest import REPO, assert_ok, assert_user_error, run_script
+from libml import events as extract
 
 SCRIPT = os.path.join(REPO, 'scripts', 'extract_accuracy.py')
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location('extract_accuracy', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-extract = _load_script()
 
 
 def write_events(folder, scalars, suffix):
