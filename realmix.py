@@ -10,60 +10,70 @@ fits) + w_match * warmup * squared error on unlabelled (the least confident frac
 
   python realmix.py --dataset=cifar10.3@250-5000 --augment=cifar10 --tsa=linear_schedule
 """
-import libml  # noqa: F401  (sets TensorFlow's environment before TensorFlow is imported)
+import dataclasses
+
+import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorFlow is imported)
 
 import tensorflow as tf
 from absl import flags
 
 from libml import layers, train
+from libml.options import changed, define_flags, from_flags, option
 from libml.utils import UserError, no_extra_args, run
 
 FLAGS = flags.FLAGS
-flags.DEFINE_float('w_match', 75, 'Weight of the unlabelled (L2) loss.')
-flags.DEFINE_float('beta', 0.75, 'MixUp Beta(beta, beta) parameter.')
-flags.DEFINE_integer('nu', 2, 'Augmented views of each unlabelled image.')
-flags.DEFINE_float('T', 0.5, 'Sharpening temperature of the guessed labels.')
-flags.DEFINE_integer('warmup_kimg', 1024, 'The unlabelled loss weight ramps up over this many kimg.')
-flags.DEFINE_string('mixmode', 'xxy.yxy', 'What labelled (left of ".") and unlabelled (right) '
-                    'examples are mixed with: ' + ' '.join(layers.MixMode.MODES))
-flags.DEFINE_string('tsa', 'none', 'Training signal annealing: ' + ', '.join(layers.TSA_SCHEDULES))
-flags.DEFINE_float('percent_mask', -1, 'Drop this fraction (0 < p < 1) of the least confident '
-                   'unlabelled examples from the unlabelled loss; -1 = off.')
 
-DEFAULTS = {'T': 0.5, 'warmup_kimg': 1024, 'mixmode': 'xxy.yxy'}
+
+@dataclasses.dataclass
+class Hyper:
+    """RealMix's hyper-parameters: each is a flag of realmix.py, with its default."""
+    w_match: float = option(75.0, 'Weight of the unlabeled (L2) loss.')
+    beta: float = option(0.75, 'MixUp Beta(beta, beta) parameter.')
+    nu: int = option(2, 'Augmented views of each unlabeled image.')
+    T: float = option(0.5, 'Sharpening temperature of the guessed labels.')
+    warmup_kimg: int = option(1024, 'The unlabeled loss weight ramps up over this many kimg.')
+    mixmode: str = option('xxy.yxy', 'What labeled (left of ".") and unlabeled (right) examples '
+                          'are mixed with: ' + ' '.join(layers.MixMode.MODES))
+    tsa: str = option('none', 'Training signal annealing: ' + ', '.join(layers.TSA_SCHEDULES))
+    percent_mask: float = option(-1.0, 'Drop this fraction (0 < p < 1) of the least confident '
+                                 'unlabeled examples from the unlabeled loss; -1 = off.')
+
+
+define_flags(Hyper)
+# The original hard-coded these: they name the run only when changed, so its run folders stay.
+NAMED_WHEN_CHANGED = ('T', 'warmup_kimg', 'mixmode')
 
 
 class RealMix:
     name = 'RealMix'
 
-    def __init__(self, nclass, train_kimg, w_match=75, beta=0.75, nu=2, T=0.5, warmup_kimg=1024,
-                 mixmode='xxy.yxy', tsa='none', percent_mask=-1):
-        if beta <= 0:
-            raise UserError(f'--beta={beta} must be > 0.')
-        if nu < 1:
-            raise UserError(f'--nu={nu} must be at least 1.')
-        if T <= 0:
-            raise UserError(f'--T={T} must be > 0.')
-        if warmup_kimg < 0 or w_match < 0:
+    def __init__(self, nclass, train_kimg, hyper=None, **changes):
+        """hyper: the hyper-parameters (default: Hyper()); `changes` replace some of them."""
+        h = dataclasses.replace(hyper or Hyper(), **changes)
+        if h.beta <= 0:
+            raise UserError(f'--beta={h.beta} must be > 0.')
+        if h.nu < 1:
+            raise UserError(f'--nu={h.nu} must be at least 1.')
+        if h.T <= 0:
+            raise UserError(f'--T={h.T} must be > 0.')
+        if h.warmup_kimg < 0 or h.w_match < 0:
             raise UserError('--warmup_kimg and --w_match must be >= 0.')
-        if percent_mask != -1 and not 0 < percent_mask < 1:
-            raise UserError(f'--percent_mask={percent_mask} must be in (0, 1), or -1 for off.')
-        layers.tsa_threshold(tsa, 0.0, nclass)  # rejects an unknown schedule
-        self.mixmode = layers.MixMode(mixmode)
+        if h.percent_mask != -1 and not 0 < h.percent_mask < 1:
+            raise UserError(f'--percent_mask={h.percent_mask} must be in (0, 1), or -1 for off.')
+        layers.tsa_threshold(h.tsa, 0.0, nclass)  # rejects an unknown schedule
+        self.mixmode = layers.MixMode(h.mixmode)
         self.nclass, self.train_kimg = nclass, train_kimg
-        self.w_match, self.beta, self.nu, self.T = w_match, beta, nu, T
-        self.warmup_kimg, self.tsa, self.percent_mask = warmup_kimg, tsa, percent_mask
-        self.args = dict(w_match=w_match, beta=beta, nu=nu, tsa=tsa, percent_mask=percent_mask)
-        # The original hard-coded these: name the run after them only when they are changed.
-        for key, value in (('T', T), ('warmup_kimg', warmup_kimg), ('mixmode', mixmode)):
-            if value != DEFAULTS[key]:
-                self.args[key] = value
+        self.w_match, self.beta, self.nu, self.T = h.w_match, h.beta, h.nu, h.T
+        self.warmup_kimg, self.tsa, self.percent_mask = h.warmup_kimg, h.tsa, h.percent_mask
+        self.args = dict(w_match=h.w_match, beta=h.beta, nu=h.nu, tsa=h.tsa,
+                         percent_mask=h.percent_mask)
+        self.args.update({k: v for k, v in changed(h).items() if k in NAMED_WHEN_CHANGED})
 
     def draw(self, seed, batch):
         """MixUp draws of one step (made in the input pipeline, outside compiled code)."""
         return self.mixmode.draw(seed, batch, self.nu, self.beta)
 
-    def loss(self, model, batch, images):
+    def loss(self, model, batch, nimg):
         """batch: x uint8 [B,H,W,C], label [B], u uint8 [nu,B,H,W,C], draws. -> loss, summaries."""
         x = tf.cast(batch['x'], tf.float32)
         u = tf.cast(batch['u'], tf.float32)
@@ -82,7 +92,7 @@ class RealMix:
         p_x, p_u = ps[0], tf.concat(ps[1:], 0)
 
         xe = tf.nn.softmax_cross_entropy_with_logits(labels=p_x, logits=logits_x)
-        progress = tf.clip_by_value(images / (self.train_kimg * 1024.0), 0.0, 1.0)
+        progress = tf.clip_by_value(nimg / (self.train_kimg * 1024.0), 0.0, 1.0)
         if self.tsa == 'none':
             tsa_keep = tf.ones_like(xe)
         else:
@@ -94,7 +104,7 @@ class RealMix:
         keep = layers.confidence_mask(probs_u, self.percent_mask)
         squared = tf.reduce_mean(tf.square(p_u - probs_u), axis=1)   # mean over classes
         loss_l2u = layers.masked_mean(squared, keep)
-        warmup = tf.clip_by_value(images / (max(self.warmup_kimg, 1e-9) * 1024.0), 0.0, 1.0)
+        warmup = tf.clip_by_value(nimg / (max(self.warmup_kimg, 1e-9) * 1024.0), 0.0, 1.0)
         loss = loss_xe + self.w_match * warmup * loss_l2u
 
         confidence = tf.reduce_max(probs_u, axis=1)
@@ -114,10 +124,8 @@ class RealMix:
 
 def main(argv):
     no_extra_args(argv)
-    train.train_from_flags(FLAGS, lambda nclass: RealMix(
-        nclass, FLAGS.train_kimg, w_match=FLAGS.w_match, beta=FLAGS.beta, nu=FLAGS.nu, T=FLAGS.T,
-        warmup_kimg=FLAGS.warmup_kimg, mixmode=FLAGS.mixmode, tsa=FLAGS.tsa,
-        percent_mask=FLAGS.percent_mask))
+    hyper = from_flags(Hyper)
+    train.train_from_flags(FLAGS, lambda nclass: RealMix(nclass, FLAGS.train_kimg, hyper))
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Inference throughput: a folder of PNGs end to end vs the bare model forward pass.
 
-    benchmarks/bench_inference.py [--images=2000] [--size=32] [--batch=256] [--repeats=3]
+    benchmarks/bench_predict.py [--images=2000] [--size=32] [--batch=256] [--repeats=3]
 
 Builds, in a temporary folder, `--images` random RGB PNGs of `--size` pixels and a run whose
 checkpoint holds a WRN-28-2 (filters 32, repeat 4, scales 3, 10 classes; random weights), then
@@ -64,7 +64,7 @@ def main(argv):
     del argv
     t = time.perf_counter()
     import tensorflow as tf
-    from libml import inference
+    from libml import predict, runs
     t_import = time.perf_counter() - t
     n, size, batch = FLAGS.images, FLAGS.size, FLAGS.batch
     print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s); {n} PNGs {size}x{size}x3, '
@@ -76,37 +76,37 @@ def main(argv):
         run = make_run(root, size)
 
         t = time.perf_counter()
-        model, args, prefix = inference.restore_ema_model(run)
+        model, args, prefix = runs.restore_ema_model(run)
         t_restore = time.perf_counter() - t
-        fn = inference.probability_function(model, size, size, 3)
+        fn = predict.probability_function(model, size, size, 3)
         t = time.perf_counter()
         fn(tf.zeros([batch, size, size, 3]))
         t_trace = time.perf_counter() - t
 
-        paths = inference.list_images(folder)[0]
+        paths = predict.list_images(folder)[0]
         t = time.perf_counter()
-        inference.load_images(paths[:8], size, size, 3, batch)  # tf.data's one-off start-up
+        predict.load_images(paths[:8], size, size, 3, batch)  # tf.data's one-off start-up
         t_warm = time.perf_counter() - t
         t = time.perf_counter()
-        images = inference.load_images(paths, size, size, 3, batch)
+        images = predict.load_images(paths, size, size, 3, batch)
         t_decode = time.perf_counter() - t
 
         bare, e2e, bare_cpu, e2e_cpu = [], [], [], []
         for _ in range(FLAGS.repeats):
             t, c = time.perf_counter(), time.process_time()
-            probs_bare = inference.predict(model, images, batch)
+            probs_bare = predict.predict(model, images, batch)
             bare.append(n / (time.perf_counter() - t))
             bare_cpu.append(n / (time.process_time() - c))
             t, c = time.perf_counter(), time.process_time()
-            paths = inference.list_images(folder)[0]
-            probs, rows = inference.predict_files(model, paths, size, size, 3, batch, progress=False)
+            paths = predict.list_images(folder)[0]
+            probs, rows = predict.predict_files(model, paths, size, size, 3, batch, progress=False)
             e2e.append(n / (time.perf_counter() - t))
             e2e_cpu.append(n / (time.process_time() - c))
             assert len(rows) == n and abs(probs - probs_bare).max() < 1e-4
 
         out = os.path.join(root, 'out')
         t = time.perf_counter()
-        inference.run_inference(run, folder, out_dir=out, progress=False)
+        predict.run_inference(run, folder, out_dir=out, progress=False)
         t_cold = time.perf_counter() - t
 
     print(f'import TensorFlow {t_import:.1f} s, restore {t_restore:.2f} s, trace {t_trace:.1f} s, '

@@ -194,7 +194,7 @@ class Step:
         name = datasets.get(self.hw)
         if name is None:
             name = datasets[self.hw] = make_dataset(root, self.hw, conftest)
-        dataset = train.load_dataset(name)
+        dataset = datasets.resolve(name)
         config = train.Config(train_dir=train_dir, batch=BATCH, filters=FILTERS, repeat=REPEAT,
                               scales=scales, jit_compile=self.jit, train_kimg=1 << 16,
                               report_kimg=1 << 16, save_kimg=1 << 16, epochs=1)

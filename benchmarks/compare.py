@@ -268,11 +268,11 @@ def sklearn_references(args, seed):
     from sklearn.semi_supervised import LabelSpreading
     from sklearn.svm import SVC
 
-    from libml import pipeline
-    ds = pipeline.ssl_dataset(f'{args.dataset}.{seed}@{args.labels}-{args.valid}')
+    from libml import datasets, pipeline
+    ds = datasets.resolve(f'{args.dataset}.{seed}@{args.labels}-{args.valid}')
     flat = lambda a: a.reshape(len(a), -1).astype(np.float64) / 255
-    xl, yl = pipeline.load_arrays(ds.labelled, ds.shape)
-    xu, _ = pipeline.load_arrays(ds.unlabelled, ds.shape)   # validation images excluded
+    xl, yl = pipeline.load_arrays(ds.labeled, ds.shape)
+    xu, _ = pipeline.load_arrays(ds.unlabeled, ds.shape)   # validation images excluded
     xt, yt = pipeline.load_arrays(ds.test, ds.shape)
     xl, xu, xt = flat(xl), flat(xu), flat(xt)
     x_all = np.concatenate([xl, xu])
@@ -407,9 +407,9 @@ def main():
                 results.setdefault(label, []).append(acc)
                 times[label] = times.get(label, 0) + sec
     if sizes is None:
-        from libml import pipeline
-        ds = pipeline.ssl_dataset(f'{args.dataset}.{args.seed_list[0]}@{args.labels}-{args.valid}')
-        sizes = [len(pipeline.load_arrays(p, ds.shape)[1]) for p in (ds.labelled, ds.unlabelled, ds.test)]
+        from libml import datasets, pipeline
+        ds = datasets.resolve(f'{args.dataset}.{args.seed_list[0]}@{args.labels}-{args.valid}')
+        sizes = [len(pipeline.load_arrays(p, ds.shape)[1]) for p in (ds.labeled, ds.unlabeled, ds.test)]
     print_table(args, results, times, sizes, underfit, time.time() - start)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fully supervised MixUp baseline: labelled images only, mixed within the batch.
+"""Fully supervised MixUp baseline: labeled images only, mixed within the batch.
 
   python fully_supervised/fs_mixup.py --train_dir experiments/fs --dataset=mydataset-50 \
       --wd=0.02 --train_record mydataset-train.tfrecord --test_record mydataset-test.tfrecord
@@ -14,15 +14,16 @@ from libml import layers, train
 from libml.utils import UserError, no_extra_args, run
 
 FLAGS = flags.FLAGS
-flags.DEFINE_float('beta', 0.5, 'MixUp Beta(beta, beta) parameter.')
+BETA = 0.5
+flags.DEFINE_float('beta', BETA, 'MixUp Beta(beta, beta) parameter.')
 
 
 class SupervisedMixup:
-    """Cross-entropy on labelled images mixed with a permutation of their own batch."""
+    """Cross-entropy on labeled images mixed with a permutation of their own batch."""
     name = 'FSMixup'
     nu = 0
 
-    def __init__(self, nclass, beta=0.5):
+    def __init__(self, nclass, beta=BETA):
         if beta <= 0:
             raise UserError(f'--beta={beta} must be > 0.')
         self.nclass, self.beta = nclass, beta
@@ -32,7 +33,7 @@ class SupervisedMixup:
     def draw(self, seed, batch):
         return self.mixmode.draw(seed, batch, 0, self.beta)
 
-    def loss(self, model, batch, images):
+    def loss(self, model, batch, nimg):
         """batch: x uint8 [B, H, W, C], label int64 [B], draws -> loss, summaries."""
         x, p = layers.mixup(tf.cast(batch['x'], tf.float32), tf.one_hot(batch['label'], self.nclass),
                             batch['draws']['lam'], batch['draws']['perm_x'])
@@ -43,7 +44,8 @@ class SupervisedMixup:
 
 def main(argv):
     no_extra_args(argv)
-    train.supervised_main(FLAGS, lambda nclass: SupervisedMixup(nclass, FLAGS.beta))
+    train.train_from_flags(FLAGS, lambda nclass: SupervisedMixup(nclass, FLAGS.beta),
+                           supervised=True)
 
 
 if __name__ == '__main__':

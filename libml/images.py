@@ -2,7 +2,7 @@
 that turns an image file into the pixels a model sees.
 
 Dataset creation (scripts/create_datasets.py custom), renaming (scripts/rename_files.py) and
-prediction (libml/inference.py) all call this module, so the same file gives the model the same
+prediction (libml/predict.py) all call this module, so the same file gives the model the same
 pixels in training and in prediction, and every tool lists a folder in the same order.
 
 Listing (`list_images`)

@@ -120,6 +120,23 @@ def find_label_file(split, root=None):
     raise UserError(f'{path} does not exist; {creation_hint(path)}')
 
 
+def ssl_files(split, root=None):
+    """{'label', 'unlabel', 'test'}: the record files of split `split` (a SplitName); the label and
+    test files may be those of the dataset it derives from (see `lineage`)."""
+    return {'label': find_label_file(split, root),
+            'unlabel': split_path(split.stem, 'unlabel', root),
+            'test': find_test_file(split.name, root)}
+
+
+def read_class_mapping(path):
+    """Class names from --class_mapping: a path, or a bare file name found in $ML_DATA."""
+    if not os.path.exists(path) and os.path.exists(os.path.join(ml_data(), path)):
+        path = os.path.join(ml_data(), path)
+    if not os.path.exists(path):
+        raise UserError(f'--class_mapping={path}: no such file (looked here and in $ML_DATA).')
+    return class_names_from_mapping(read_json(path, 'class mapping'), path)
+
+
 def class_mapping_path(name, root=None):
     """$ML_DATA/{name}_class_mappings.json: {"0": "airplane", ...}."""
     return os.path.join(root or ml_data(), f'{name}_class_mappings.json')

@@ -1,146 +1,26 @@
-"""Input streams of the trainer (tf.data): what a dataset name means, and the batches of a step.
+"""Input streams of the trainer (tf.data): reading the parts of a dataset (libml/datasets.py),
+and the batches of a training step.
 
 Every random choice of the input (epoch order, augmentation, MixUp draws) is a function of
 (seed, images seen), never of iterator state, so a run restarted from a checkpoint taken after
 `start` images continues exactly where it stopped: epoch `e` of a file is the same permutation
 whenever it is made (shuffle seeded by (seed, e)), and batch `k` is augmented with seeds derived
 from (seed, k). No iterator state goes into checkpoints.
-
-Data layout of a semi-supervised dataset `{name}.{seed}@{size}-{valid}` (see libml/names.py):
-  labelled   = $ML_DATA/SSL/{name}.{seed}@{size}-label.tfrecord (all of it)
-  validation = the first `valid` records of .../{name}.{seed}@{size}-unlabel.tfrecord
-  unlabelled = the other records of that file, except those derived from a validation image
-               (a record's `source` feature, or its position when it has none, is < valid)
-  test       = $ML_DATA/{name}-test.tfrecord, or that of the dataset it derives from
-               ({name}_aug{N} -> {name})
 """
 import contextlib
-import dataclasses
-import os
-from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from libml import augment as augment_lib
 from libml import names, records
-from libml.utils import UserError, ml_data
+from libml.utils import UserError
 
 # Decoded images up to this size are cached in memory; larger sets are decoded every epoch.
 CACHE_LIMIT_BYTES = 3 << 30
 # Shuffle buffer: whole epochs are permuted exactly up to this many records.
 SHUFFLE_LIMIT = 1 << 17
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-@dataclasses.dataclass
-class Part:
-    """Records of one file used for one purpose.
-
-    Records at positions >= `stop` are not read (None: read all). With `exclude_below` > 0,
-    records whose origin (the `source` feature, else the position) is below it are dropped.
-    """
-    path: str
-    stop: Optional[int] = None
-    exclude_below: int = 0
-
-
-@dataclasses.dataclass
-class Dataset:
-    """What the trainer reads: the parts and the facts of the data."""
-    name: str
-    labelled: Part
-    unlabelled: Optional[Part]
-    valid: Optional[Part]
-    test: Part
-    height: int
-    width: int
-    channels: int
-    nclass: int
-    class_names: Optional[list]
-
-    @property
-    def shape(self):
-        return (self.height, self.width, self.channels)
-
-
-def _meta(path):
-    return records.read_meta(path, names.creation_hint(path))
-
-
-def _dataset_facts(name, label_meta, nclass_flag, class_names):
-    nclass = label_meta.get('nclass')
-    if class_names and nclass and len(class_names) != nclass:
-        raise UserError(f'dataset {name} has {nclass} classes but its class mapping names '
-                        f'{len(class_names)}.')
-    nclass = nclass or (len(class_names) if class_names else None)
-    if nclass_flag and nclass and nclass_flag != nclass:
-        raise UserError(f'--nclass={nclass_flag} disagrees with the data: {name} has {nclass} '
-                        'classes. Drop the flag (it is read from the data).')
-    nclass = nclass or nclass_flag
-    if not nclass:
-        raise UserError(f'cannot tell the class count of {name}; pass --nclass.')
-    return nclass
-
-
-def _check_img_size(name, meta, img_size):
-    if img_size and (img_size != meta['height'] or img_size != meta['width']):
-        raise UserError(f'--img_size={img_size} disagrees with the data: {name} holds '
-                        f'{meta["height"]}x{meta["width"]} images. Drop the flag (it is read '
-                        'from the data).')
-
-
-def ssl_dataset(name, nclass=0, img_size=0, class_names=None, root=None):
-    """The semi-supervised dataset `{name}.{seed}@{size}-{valid}` (see the module doc)."""
-    split = names.parse_ssl_name(name)
-    label_path = names.find_label_file(split, root)
-    unlabel_path = names.split_path(split.stem, 'unlabel', root)
-    label_meta, unlabel_meta = _meta(label_path), _meta(unlabel_path)
-    if split.valid >= unlabel_meta['count']:
-        raise UserError(f'--dataset={name}: {split.valid} validation images requested but '
-                        f'{unlabel_path} holds {unlabel_meta["count"]} records; use a smaller -VALID.')
-    test_path = names.find_test_file(split.name, root)
-    test_meta = _meta(test_path)
-    _check_img_size(name, label_meta, img_size)
-    for path, meta in ((unlabel_path, unlabel_meta), (test_path, test_meta)):
-        if (meta['height'], meta['width'], meta['channels']) != (
-                label_meta['height'], label_meta['width'], label_meta['channels']):
-            raise UserError(f'{path} holds {meta["height"]}x{meta["width"]}x{meta["channels"]} '
-                            f'images but {label_path} holds {label_meta["height"]}x'
-                            f'{label_meta["width"]}x{label_meta["channels"]}; recreate one of them.')
-    class_names = class_names or label_meta.get('class_names') or names.read_class_names(split.name, root)
-    nclass = _dataset_facts(name, label_meta, nclass, class_names)
-    return Dataset(
-        name=name, labelled=Part(label_path),
-        unlabelled=Part(unlabel_path, exclude_below=split.valid),
-        valid=Part(unlabel_path, stop=split.valid) if split.valid else None,
-        test=Part(test_path), height=label_meta['height'], width=label_meta['width'],
-        channels=label_meta['channels'], nclass=nclass, class_names=class_names)
-
-
-def supervised_dataset(name, train_record, test_record, nclass=0, img_size=0, class_names=None,
-                       root=None):
-    """`{name}-{valid}` for the supervised baselines: validation = the first `valid` records of
-    the train file, training = the rest. Record paths are absolute or relative to $ML_DATA."""
-    base, valid = names.parse_supervised_name(name)
-    root = root or ml_data()
-    train_path = os.path.join(root, train_record or f'{base}-train.tfrecord')
-    test_path = os.path.join(root, test_record or f'{base}-test.tfrecord')
-    for flag, given, path in (('--train_record', train_record, train_path),
-                              ('--test_record', test_record, test_path)):
-        if given:  # a folder or an unreadable file is named with the flag that gave it
-            names.require_file(path, names.creation_hint(path), f'{flag}={given}')
-    train_meta, test_meta = _meta(train_path), _meta(test_path)
-    if valid >= train_meta['count']:
-        raise UserError(f'--dataset={name}: {valid} validation images requested but {train_path} '
-                        f'holds {train_meta["count"]} records; use a smaller -VALID.')
-    _check_img_size(name, train_meta, img_size)
-    class_names = class_names or train_meta.get('class_names') or names.read_class_names(base, root)
-    nclass = _dataset_facts(name, train_meta, nclass, class_names)
-    return Dataset(
-        name=name, labelled=Part(train_path, exclude_below=valid), unlabelled=None,
-        valid=Part(train_path, stop=valid) if valid else None, test=Part(test_path),
-        height=train_meta['height'], width=train_meta['width'], channels=train_meta['channels'],
-        nclass=nclass, class_names=class_names)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,10 +64,11 @@ def dataset_errors(*paths):
                         'create it again.') from None
 
 
-def check_records(path):
-    """Reads every record of `path` without decoding it (checksums are verified), checks that
-    they make up the whole file and that their count is its metadata's: a truncated or damaged
-    file fails before training, named. I/O-bound: about a second per GB."""
+def check_records(part):
+    """Reads every record of `part`'s file without decoding it (checksums are verified), checks
+    that they make up the whole file and that their count is its metadata's (`part.count`): a
+    truncated or damaged file fails before training, named. I/O-bound: about a second per GB."""
+    path = part.path
     def count_and_size(total, raw):
         return total + tf.stack([1, tf.cast(tf.strings.length(raw), tf.int64)])
 
@@ -195,10 +76,23 @@ def check_records(path):
         count, size = tf.data.TFRecordDataset(path, buffer_size=8 << 20).reduce(
             tf.zeros([2], tf.int64), count_and_size).numpy()
     records.check_complete(path, int(size) + records.RECORD_OVERHEAD * int(count))
-    expected = _meta(path)['count']
-    if count != expected:
-        raise UserError(f'{path} holds {count} records but its metadata says {expected}: the file '
-                        'was cut short or changed; create it again.')
+    if count != part.count:
+        raise UserError(f'{path} holds {count} records but its metadata says {part.count}: the '
+                        'file was cut short or changed; create it again.')
+
+
+def check_stream(part, shape, what, dataset_name, whole_file=False):
+    """A one-line error if `part` yields no example (training would spin forever), or (with
+    `whole_file`) if its file is damaged: every record's checksum is read, not only the first."""
+    if whole_file:
+        check_records(part)
+    with dataset_errors(part.path):
+        empty = not list(part_records(part, shape).take(1))
+    if empty:
+        kept = (f' once the records derived from the {part.exclude_below} validation images are '
+                'left out' if part.exclude_below else '')
+        raise UserError(f'--dataset={dataset_name}: no {what} training images are left in '
+                        f'{part.path}{kept}; use a smaller -VALID or another file.')
 
 
 def load_arrays(part, shape, limit=None):
@@ -214,7 +108,6 @@ def load_arrays(part, shape, limit=None):
             labels.append(batch['label'])
     if not images:
         raise UserError(f'{part.path} holds no usable records.')
-    import numpy as np
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -242,15 +135,14 @@ def repeat_shuffled(ds, seed, start, count=None):
 def training_stream(part, shape, seed, start):
     """Decoded records of `part`, endlessly, shuffled per epoch, from element `start`."""
     ds = part_records(part, shape)
-    meta = _meta(part.path)
-    if meta['count'] * shape[0] * shape[1] * shape[2] < CACHE_LIMIT_BYTES:
+    if part.count * shape[0] * shape[1] * shape[2] < CACHE_LIMIT_BYTES:
         ds = ds.cache()
     return repeat_shuffled(ds, seed, start)
 
 
-def train_batches(dataset, batch, nu, augment, seed, start_images, draw=None,
+def train_batches(dataset, batch, nu, augment, seed, start_nimg, draw=None,
                   replicas=(0,), num_replicas=1):
-    """Batches of training steps from step `start_images // batch` on.
+    """Batches of training steps from step `start_nimg // batch` on.
 
     One element per step: {'x': uint8 [b, H, W, C], 'label': int64 [b],
     'u': uint8 [nu, b, H, W, C] (when nu > 0), 'draws': draw(seed, b) (when given)}, where
@@ -263,13 +155,13 @@ def train_batches(dataset, batch, nu, augment, seed, start_images, draw=None,
     local = batch // num_replicas
     names.check_preset(augment)
     shape = dataset.shape
-    step0 = start_images // batch
+    step0 = start_nimg // batch
     steps = tf.data.Dataset.range(step0, 1 << 62)
-    labelled = training_stream(dataset.labelled, shape, seed, step0 * batch)
-    streams = [labelled.batch(batch, drop_remainder=True)]
+    labeled = training_stream(dataset.labeled, shape, seed, step0 * batch)
+    streams = [labeled.batch(batch, drop_remainder=True)]
     if nu:
-        unlabelled = training_stream(dataset.unlabelled, shape, seed + 1, step0 * batch)
-        streams.append(unlabelled.batch(batch, drop_remainder=True))
+        unlabeled = training_stream(dataset.unlabeled, shape, seed + 1, step0 * batch)
+        streams.append(unlabeled.batch(batch, drop_remainder=True))
 
     def one_replica(step, replica, x, u):
         lo = replica * local

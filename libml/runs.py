@@ -13,15 +13,27 @@ import os
 import re
 import socket
 import time
+from collections import Counter
 
+import numpy as np
 import tensorflow as tf
 
-from libml.utils import UserError, storage_errors
+from libml import images, models
+from libml.utils import UserError, read_json, storage_errors, write_json
+
+# What building a run's model needs from its args.json.
+_REQUIRED_ARGS = ('arch', 'nclass', 'channels', 'filters', 'repeat', 'scales', 'height', 'width')
+_CKPT_SUFFIX_RE = re.compile(r'\.(index|meta|data-\d+-of-\d+)$')
 
 
 def run_name(algorithm_name, args):
     """RealMix_archresnet_batch64_...: sorted key+value, so the same command finds the same run."""
     return '_'.join([algorithm_name] + [f'{k}{v}' for k, v in sorted(args.items())])
+
+
+def write_args(run_dir, args):
+    """RUN/args/args.json: the run's arguments (what naming, inference and export need)."""
+    write_json(os.path.join(run_dir, 'args', 'args.json'), args)
 
 
 def check_readable(prefix):
@@ -149,3 +161,111 @@ class RunLock:
 
     def __exit__(self, *exc):
         self.file.close()  # releases the lock
+
+
+# ----------------------------------------------------------------------------------------------
+# Restoring the evaluated model of a run (inference, export).
+
+def resolve_checkpoint(ckpt):
+    """A checkpoint prefix, a run folder or its tf/ folder -> (checkpoint prefix, run folder).
+
+    A folder gives its newest checkpoint. A prefix may be given with its `.index` or `.data-*`
+    suffix. The run folder is the one that holds args/args.json (the parent of tf/).
+    """
+    path = os.path.normpath(os.path.abspath(os.path.expanduser(ckpt)))
+    path = _CKPT_SUFFIX_RE.sub('', path)
+    if os.path.isdir(path):
+        tf_dir = os.path.join(path, 'tf') if os.path.isdir(os.path.join(path, 'tf')) else path
+        prefix = newest_checkpoint(tf_dir)
+        if not prefix:
+            raise UserError(f'checkpoint folder {tf_dir} holds no checkpoint (model.ckpt-NNNNNNNN); '
+                            'a run writes them there while it trains.')
+    elif os.path.exists(path + '.index'):
+        prefix = path
+    else:
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            raise UserError(f'checkpoint {path} does not exist (nor does its folder {folder}).')
+        newest = newest_checkpoint(folder)
+        hint = (f'the newest in {folder} is {os.path.basename(newest)}' if newest
+                else f'{folder} holds no checkpoint')
+        what = 'is not a checkpoint' if os.path.exists(path) else 'does not exist'
+        raise UserError(f'checkpoint {path} {what}; {hint}.')
+    tf_dir = os.path.dirname(prefix)
+    for run_dir in (os.path.dirname(tf_dir), tf_dir):
+        if os.path.exists(os.path.join(run_dir, 'args', 'args.json')):
+            return prefix, run_dir
+    raise UserError(f'no args/args.json beside checkpoint {prefix} (looked in '
+                    f'{os.path.dirname(tf_dir)}): inference needs the arguments of the run '
+                    '(architecture, image size, classes), which the trainer writes there.')
+
+
+def read_args(run_dir):
+    """args/args.json of a run, checked to hold what building its model needs."""
+    path = os.path.join(run_dir, 'args', 'args.json')
+    args = read_json(path, 'run arguments')
+    missing = [k for k in _REQUIRED_ARGS if k not in args]
+    if missing:
+        raise UserError(f'{path} lacks {", ".join(missing)}: it was not written by this version '
+                        'of the trainer.')
+    if int(args['channels']) not in images.MODEL_CHANNELS:
+        raise UserError(f'{path}: models of {args["channels"]} channels are not supported (1 or '
+                        '3, what create_datasets.py writes).')
+    return args
+
+
+def describe(args):
+    return (f'{args["arch"]} filters={args["filters"]} repeat={args["repeat"]} '
+            f'scales={args["scales"]}, {args["height"]}x{args["width"]}x{args["channels"]} images, '
+            f'{args["nclass"]} classes')
+
+
+def restore_ema(prefix, args):
+    """Builds the run's model and loads the EMA weights of checkpoint `prefix` into it."""
+    model = models.build_model(args['arch'], int(args['nclass']), int(args['channels']),
+                               int(args['filters']), int(args['repeat']), int(args['scales']), seed=0)
+    try:
+        stored = [(n, s) for n, s in tf.train.list_variables(prefix)
+                  if n.startswith('ema_model/') and n.endswith('/.ATTRIBUTES/VARIABLE_VALUE')
+                  and '/.OPTIMIZER_SLOT/' not in n]
+    except (tf.errors.OpError, ValueError) as e:
+        raise UserError(f'cannot read checkpoint {prefix} ({str(e).splitlines()[0][:200]}).') from None
+    if not stored:
+        raise UserError(f'checkpoint {prefix} holds no ema_model weights: it was not written by '
+                        'this project\'s trainer.')
+    expected = [tuple(v.shape.as_list()) for v in model.variables]
+    found = [tuple(s) for _, s in stored]
+    if Counter(expected) != Counter(found):
+        total = lambda shapes: sum(int(np.prod(s)) for s in shapes)
+        raise UserError(
+            f'checkpoint {prefix} holds a model of another shape than its run\'s args.json '
+            f'({describe(args)}: {len(expected)} variables, {total(expected)} weights; the '
+            f'checkpoint: {len(found)} variables, {total(found)} weights). Shapes expected but '
+            f'missing: {_shape_difference(expected, found)}; found instead: '
+            f'{_shape_difference(found, expected)}.')
+    try:
+        status = tf.train.Checkpoint(ema_model=model).read(prefix)
+        status.expect_partial()
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        raise UserError(f'checkpoint {prefix} does not fit the model of its run\'s args.json '
+                        f'({describe(args)}): {str(e).splitlines()[0][:200]}') from None
+    return model
+
+
+def _shape_difference(a, b, n=6):
+    """The distinct shapes that `a` holds more often than `b`, in `a`'s order, as text."""
+    more = Counter(a) - Counter(b)
+    shapes = [s for s in dict.fromkeys(a) if more[s]]
+    return ', '.join(str(list(s)) for s in shapes[:n]) + (' ...' if len(shapes) > n else '') or '-'
+
+
+def restore_ema_model(ckpt):
+    """The EMA model of a checkpoint: `ckpt` is RUN/tf/model.ckpt-NNNNNNNN, RUN/tf or RUN.
+
+    Returns (model, args, prefix): the model built from RUN/args/args.json with the checkpoint's
+    EMA weights, the run's arguments, and the checkpoint prefix used.
+    """
+    prefix, run_dir = resolve_checkpoint(ckpt)
+    args = read_args(run_dir)
+    return restore_ema(prefix, args), args, prefix

@@ -12,7 +12,7 @@ import libml  # noqa: F401
 import tensorflow as tf
 from sklearn import metrics as sklearn_metrics
 
-from libml import inference, models, train
+from libml import datasets, metrics, models, predict, runs, train
 
 sys.path.insert(0, os.path.join(REPO, 'fully_supervised'))
 import realmix  # noqa: E402
@@ -25,7 +25,7 @@ TINY = dict(batch=8, filters=4, repeat=1, train_kimg=1, report_kimg=1, save_kimg
 def tiny_trainer(ml_data, tmp_path, algorithm=None, n_label=12, valid=6, **overrides):
     name = make_ssl_dataset(str(ml_data), n_label=n_label, class_names=['a', 'b', 'c'])
     config = train.Config(train_dir=str(tmp_path / 'exp'), **dict(TINY, **overrides))
-    dataset = train.load_dataset(f'{name}-{valid}')
+    dataset = datasets.resolve(f'{name}-{valid}')
     algorithm = algorithm or realmix.RealMix(dataset.nclass, config.train_kimg)
     return train.Trainer(algorithm, dataset, config)
 
@@ -104,12 +104,12 @@ def test_each_bn_stats_mode(ml_data, tmp_path):
 def test_checkpoint_and_inference_hold_the_evaluated_model(ml_data, tmp_path):
     trainer = tiny_trainer(ml_data, tmp_path, algorithm=Supervised(3))
     results = trainer.train()
-    model, _, prefix = inference.restore_ema_model(trainer.run_dir)
+    model, _, prefix = runs.restore_ema_model(trainer.run_dir)
     assert prefix.endswith('model.ckpt-00001024')
     for a, b in zip(values(model.variables), values(trainer.ema_model.variables)):
         np.testing.assert_array_equal(a, b)
-    images, labels = trainer._eval_sets()['test']
-    probs = inference.predict(model, images)
+    images, labels = trainer.dataset.eval_sets()['test']
+    probs = predict.predict(model, images)
     assert 100 * float((probs.argmax(1) == labels).mean()) == results['accuracy_test']
 
 
@@ -131,7 +131,7 @@ def test_metrics_are_sklearns_over_labels_and_predictions():
     labels = np.array([0, 0, 1, 1, 1, 2])
     pred = np.array([0, 3, 1, 1, 0, 2])            # class 3 is predicted but absent from the labels
     probs = np.eye(4)[pred]
-    got = train.classification_metrics(probs, labels, ['a', 'b', 'c', 'd'])
+    got = metrics.classification_metrics(probs, labels, ['a', 'b', 'c', 'd'])
     for average in ('macro', 'weighted'):
         assert got[f'f1_score/{average}'] == pytest.approx(
             sklearn_metrics.f1_score(labels, pred, average=average, zero_division=0))
@@ -177,7 +177,7 @@ def test_supervised_baseline_on_digits_fits_its_labels_and_beats_an_svm(ml_data,
     labelled images, and a test accuracy at least that of an SVM on the same 50 labels."""
     from sklearn.svm import SVC
 
-    from libml import pipeline
+    from libml import datasets, pipeline
     assert_ok(run_script('scripts/create_datasets.py', 'digits'))
     assert_ok(run_script('scripts/create_split.py', '--seed=1', '--label_split_size=50',
                          ml_data / 'SSL' / 'digits', ml_data / 'digits-train.tfrecord'))
@@ -190,8 +190,8 @@ def test_supervised_baseline_on_digits_fits_its_labels_and_beats_an_svm(ml_data,
         f'--train_dir={tmp_path}'))
     line = [t for t in result.stdout.splitlines() if 'accuracy train/valid/test' in t][-1]
     fit, test = float(line.split()[-3]), float(line.split()[-1])
-    ds = pipeline.supervised_dataset('digits-0', 'SSL/digits.1@50-label.tfrecord', 'digits-test.tfrecord')
-    (xl, yl), (xt, yt) = (pipeline.load_arrays(p, ds.shape) for p in (ds.labelled, ds.test))
+    ds = datasets.resolve('digits-0', ('SSL/digits.1@50-label.tfrecord', 'digits-test.tfrecord'))
+    (xl, yl), (xt, yt) = (pipeline.load_arrays(p, ds.shape) for p in (ds.labeled, ds.test))
     flat = lambda a: a.reshape(len(a), -1) / 255
     svm = 100 * SVC(kernel='rbf', C=10, gamma='scale').fit(flat(xl), yl).score(flat(xt), yt)
     assert fit >= 95 and test >= svm, (fit, test, svm)

@@ -175,10 +175,10 @@ def test_record_paths_that_are_folders(ml_data):
         cs.create_split(str(ml_data / 'SSL' / 'toy'), [str(folder)], 1, 20, quiet=True)
     with pytest.raises(UserError, match=rf'{folder} is a folder, not a record file'):
         fd.filter_records(str(folder), str(ml_data / 'o.tfrecord'), '1', quiet=True)
-    from libml import pipeline
+    from libml import datasets
     labelled_file(ml_data / 'toy-test.tfrecord')
     with pytest.raises(UserError, match=rf'--train_record={folder}: {folder} is a folder'):
-        pipeline.supervised_dataset('toy-5', str(folder), 'toy-test.tfrecord')
+        datasets.resolve('toy-5', (str(folder), 'toy-test.tfrecord'))
     result = run_script(CREATE_SPLIT, '--label_split_size=20', ml_data / 'SSL' / 'toy', folder)
     assert 'is a folder, not a record file' in error_line(result, 'create_split.py')
     assert sorted(os.listdir(ml_data)) == ['toy-test.tfrecord', 'toy-test.tfrecord.json',
@@ -195,9 +195,9 @@ def test_unreadable_record_files(ml_data, monkeypatch):
         cs.create_split(str(ml_data / 'SSL' / 'toy'), [source], 1, 20, quiet=True)
     with pytest.raises(UserError, match=rf'{source} is not readable'):
         fd.filter_records(source, str(ml_data / 'o.tfrecord'), '1', quiet=True)
-    from libml import pipeline
+    from libml import datasets
     with pytest.raises(UserError, match=rf'--train_record=toy-train.tfrecord: {source} is not '):
-        pipeline.supervised_dataset('toy-5', 'toy-train.tfrecord', 'toy-train.tfrecord')
+        datasets.resolve('toy-5', ('toy-train.tfrecord', 'toy-train.tfrecord'))
 
 
 def test_output_path_that_is_a_folder(ml_data):
@@ -256,13 +256,13 @@ def test_malformed_metadata_is_one_error_naming_the_file(ml_data, meta, problem)
 
 def test_malformed_metadata_in_the_trainer_and_on_the_command_line(ml_data):
     from conftest import make_ssl_dataset
-    from libml import pipeline
+    from libml import datasets
     stem = make_ssl_dataset(str(ml_data), name='toy')
     label = names.split_path(stem, 'label')
     write_meta(label, {'count': 12, 'width': 8, 'channels': 1})  # no height
     with pytest.raises(UserError, match=r'toy.1@12-label.tfrecord.json is not valid '
                                         r'\("height" is '):
-        pipeline.ssl_dataset(f'{stem}-6')
+        datasets.resolve(f'{stem}-6')
     source = labelled_file(ml_data / 'toy-train.tfrecord')
     write_meta(source, [1, 2])
     result = run_script(CREATE_SPLIT, '--label_split_size=20', ml_data / 'SSL' / 'toy', source)

@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 from conftest import REPO, assert_ok, assert_user_error, run_script
 import libml  # noqa: F401,I100  (before TensorFlow)
 import tensorflow as tf
-from libml import images, inference, records
+from libml import images, predict, records
 from libml.utils import UserError
 from test_create_split import load_script
 from test_inference import make_run
@@ -327,7 +327,7 @@ def test_a_fifo_named_png_never_blocks(tmp_path, ml_data):
 
     # Inference.
     run = make_run(tmp_path / 'experiments', steps=(64,))
-    result = in_thread(lambda: inference.run_inference(run, tmp_path / 'train', tmp_path / 'out',
+    result = in_thread(lambda: predict.run_inference(run, tmp_path / 'train', tmp_path / 'out',
                                                        progress=False))
     assert result['n'] == 2 and ('cat/pipe.png', images.NOT_REGULAR) in result['skipped']
 
@@ -380,17 +380,17 @@ def test_training_and_prediction_see_identical_pixels(ml_data, tmp_path, monkeyp
     assert (meta['height'], meta['width'], meta['channels']) == (8, 8, 3)
     assert stored.shape == (len(order), 8, 8, 3)
 
-    paths, folder_labels, names, skipped = inference.list_images(tmp_path / 'train', ['a', 'b'], 2)
+    paths, folder_labels, names, skipped = predict.list_images(tmp_path / 'train', ['a', 'b'], 2)
     assert [os.path.relpath(p, tmp_path / 'train') for p in paths] == order
     assert folder_labels.tolist() == labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
     assert dict(skipped) == {'b/Thumbs.db': images.NOT_AN_IMAGE, 'b/pipe.png': images.NOT_REGULAR}
-    np.testing.assert_array_equal(inference.load_images(paths, 8, 8, 3), stored)
+    np.testing.assert_array_equal(predict.load_images(paths, 8, 8, 3), stored)
 
     # What predict_files hands the model, batch by batch.
     fed = []
-    monkeypatch.setattr(inference, 'probability_function', lambda *a, **k: (
+    monkeypatch.setattr(predict, "probability_function", lambda *a, **k: (
         lambda x: fed.append(x.numpy()) or tf.zeros([tf.shape(x)[0], 2])))
-    _, rows = inference.predict_files(None, paths, 8, 8, 3, batch_size=3, progress=False)
+    _, rows = predict.predict_files(None, paths, 8, 8, 3, batch_size=3, progress=False)
     assert rows.tolist() == list(range(len(order)))
     fed = np.concatenate(fed)
     assert fed.dtype == np.float32
@@ -418,8 +418,8 @@ def test_training_and_prediction_see_identical_pixels(ml_data, tmp_path, monkeyp
     cd.create_custom(str(ml_data), 'grey', str(grey_root / 'train'), str(grey_root / 'test'))
     stored, _ = record_pixels(ml_data / 'grey-train.tfrecord')
     assert stored.shape == (6, 6, 6, 1)
-    paths = inference.list_images(grey_root / 'train', ['a', 'b'], 2)[0]
-    np.testing.assert_array_equal(inference.load_images(paths, 6, 6, 1), stored)
+    paths = predict.list_images(grey_root / 'train', ['a', 'b'], 2)[0]
+    np.testing.assert_array_equal(predict.load_images(paths, 6, 6, 1), stored)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,7 +438,7 @@ def test_dataset_name_cannot_leave_the_output_folder(tmp_path, run_and_images, n
     run, folder = run_and_images
     out = tmp_path / 'out' / 'inner'
     with pytest.raises(UserError, match=r'--dataset=.*may not') as e:
-        inference.run_inference(run, folder, out, dataset_name=name, progress=False)
+        predict.run_inference(run, folder, out, dataset_name=name, progress=False)
     assert '\n' not in str(e.value)
     assert not list(tmp_path.rglob('*_pred.*'))
 
@@ -449,7 +449,7 @@ def test_run_dataset_name_from_args_json_is_checked(tmp_path):
     args_json.write_text(args_json.read_text().replace('"toy.1@6-3"', '"../../evil"'))
     save(tmp_path / 'images' / 'x.png', np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(UserError, match='args.json=../../evil: a dataset name may not'):
-        inference.run_inference(run, tmp_path / 'images', tmp_path / 'out', progress=False)
+        predict.run_inference(run, tmp_path / 'images', tmp_path / 'out', progress=False)
 
 
 def test_inference_command_user_errors(tmp_path, run_and_images):

@@ -1,4 +1,4 @@
-"""libml/inference.py: listing, decoding, restoring the EMA model and predicting a folder."""
+"""libml/predict.py: listing, decoding, restoring the EMA model and predicting a folder."""
 import csv
 import io
 import json
@@ -11,7 +11,7 @@ from PIL import Image
 import libml  # noqa: F401  (before TensorFlow)
 import tensorflow as tf
 
-from libml import inference, models
+from libml import models, predict, runs
 from libml.utils import UserError
 
 CLASSES = ['cat', 'dog', 'frog']
@@ -99,7 +99,7 @@ def world(tmp_path_factory):
 
 def test_list_images_class_folders(world):
     d = world['images']
-    paths, labels, names, skipped = inference.list_images(d, CLASSES, 3)
+    paths, labels, names, skipped = predict.list_images(d, CLASSES, 3)
     rel = [os.path.relpath(p, d).replace(os.sep, '/') for p in paths]
     assert rel == world['good'] + ['frog/trunc.jpg']  # its header is fine: caught when decoding
     assert labels.tolist() == world['labels'] + [2] and names == CLASSES
@@ -111,25 +111,25 @@ def test_list_images_class_folders(world):
 def test_load_images_converts_and_resizes(world):
     d = world['images']
     paths = [str(d / p) for p in world['good']]
-    images = inference.load_images(paths, 8, 8, 3)
+    images = predict.load_images(paths, 8, 8, 3)
     assert images.shape == (8, 8, 8, 3) and images.dtype == np.uint8
     for i, p in enumerate(world['good']):
         if p in world['exact']:
             np.testing.assert_array_equal(images[i], world['exact'][p], err_msg=p)
     la = images[world['good'].index('frog/la.png')]
     assert (la[..., 0] == la[..., 1]).all() and (la[..., 0] == la[..., 2]).all()  # grey stays grey
-    grey = inference.load_images(paths[:2], 4, 5, 1)
+    grey = predict.load_images(paths[:2], 4, 5, 1)
     assert grey.shape == (2, 4, 5, 1)
     rgb = world['exact']['cat/2.png'].astype(np.float64)
-    small = inference.load_images([str(d / 'cat' / '2.png')], 8, 8, 1)[0, :, :, 0]
+    small = predict.load_images([str(d / 'cat' / '2.png')], 8, 8, 1)[0, :, :, 0]
     np.testing.assert_allclose(small, rgb @ [0.299, 0.587, 0.114], atol=0.51)  # luma
     with pytest.raises(UserError, match='trunc.jpg'):
-        inference.load_images([str(d / 'frog' / 'trunc.jpg')], 8, 8, 3)
+        predict.load_images([str(d / 'frog' / 'trunc.jpg')], 8, 8, 3)
 
 
 def test_run_inference_class_folders(world, tmp_path, capsys):
     out = tmp_path / 'out'
-    result = inference.run_inference(str(world['run']) + '/', world['images'], out_dir=out)
+    result = predict.run_inference(str(world['run']) + '/', world['images'], out_dir=out)
     printed = capsys.readouterr().out
     n = len(world['good'])
     assert result['n'] == n and result['checkpoint'].endswith('model.ckpt-00002048')  # newest
@@ -154,15 +154,15 @@ def test_run_inference_class_folders(world, tmp_path, capsys):
     assert sorted(os.listdir(out)) == ['toy.1@6-3_pred.csv', 'toy.1@6-3_pred.npy']
 
     # The same as calling the restored EMA model directly on the decoded, resized images.
-    model, args, prefix = inference.restore_ema_model(world['run'] / 'tf' / 'model.ckpt-00002048')
+    model, args, prefix = runs.restore_ema_model(world['run'] / 'tf' / 'model.ckpt-00002048')
     assert args['class_names'] == CLASSES
-    images = inference.load_images([str(world['images'] / p) for p in world['good']], 8, 8, 3)
+    images = predict.load_images([str(world['images'] / p) for p in world['good']], 8, 8, 3)
     direct = tf.nn.softmax(model(tf.constant(images, tf.float32), training=False)).numpy()
     np.testing.assert_allclose(probs, direct, atol=1e-5)
-    np.testing.assert_allclose(inference.predict(model, images, batch_size=3), direct, atol=1e-5)
+    np.testing.assert_allclose(predict.predict(model, images, batch_size=3), direct, atol=1e-5)
     # An older checkpoint holds other weights: the restore really loads them.
-    older, _, _ = inference.restore_ema_model(str(world['run'] / 'tf' / 'model.ckpt-00001024.index'))
-    assert not np.allclose(inference.predict(older, images), direct, atol=1e-3)
+    older, _, _ = runs.restore_ema_model(str(world['run'] / 'tf' / 'model.ckpt-00001024.index'))
+    assert not np.allclose(predict.predict(older, images), direct, atol=1e-3)
 
 
 def test_run_inference_flat_folder(world, tmp_path, capsys, monkeypatch):
@@ -173,7 +173,7 @@ def test_run_inference_flat_folder(world, tmp_path, capsys, monkeypatch):
     (flat / 'Thumbs.db').write_bytes(b'junk')
     (flat / 'empty_sub').mkdir()
     monkeypatch.chdir(tmp_path)
-    result = inference.run_inference(world['run'] / 'tf', flat, dataset_name='mine.3@450-50')
+    result = predict.run_inference(world['run'] / 'tf', flat, dataset_name='mine.3@450-50')
     printed = capsys.readouterr().out
     assert result['accuracy'] is None and 'Accuracy' not in printed
     assert result['npy'] == str(tmp_path / 'mine.3@450-50_pred.npy')  # default: current folder
@@ -189,57 +189,57 @@ def test_folder_label_rules(tmp_path):
     png = lambda p: save(p, np.zeros((8, 8, 3), np.uint8))
     by_index = tmp_path / 'by_index'
     png(by_index / '2' / 'a.png'), png(by_index / '0' / 'b.png')
-    _, labels, names, _ = inference.list_images(by_index, CLASSES, 3)
+    _, labels, names, _ = predict.list_images(by_index, CLASSES, 3)
     assert labels.tolist() == [0, 2] and names == CLASSES
-    _, labels, names, _ = inference.list_images(by_index, None, 3)
+    _, labels, names, _ = predict.list_images(by_index, None, 3)
     assert labels.tolist() == [0, 2] and names is None
     with pytest.raises(UserError, match='0..1'):
-        inference.list_images(by_index, None, 2)
+        predict.list_images(by_index, None, 2)
     named = tmp_path / 'named'
     for c in ('b', 'c', 'a'):
         png(named / c / 'x.png')
-    _, labels, names, _ = inference.list_images(named, None, 3)  # no class names: sorted order
+    _, labels, names, _ = predict.list_images(named, None, 3)  # no class names: sorted order
     assert labels.tolist() == [0, 1, 2] and names == ['a', 'b', 'c']
     with pytest.raises(UserError, match='3 class folders .* 4 classes'):
-        inference.list_images(named, None, 4)
+        predict.list_images(named, None, 4)
     with pytest.raises(UserError, match='a, b, c are not classes of the model'):
-        inference.list_images(named, CLASSES, 3)
+        predict.list_images(named, CLASSES, 3)
     png(named / 'loose.png')
     with pytest.raises(UserError, match='both images'):
-        inference.list_images(named, None, 3)
+        predict.list_images(named, None, 3)
 
 
 def test_errors(world, tmp_path):
     run, images = world['run'], world['images']
     with pytest.raises(UserError, match='does not exist; the newest in .* is model.ckpt-00002048'):
-        inference.run_inference(run / 'tf' / 'model.ckpt-00000999', images, tmp_path)
+        predict.run_inference(run / 'tf' / 'model.ckpt-00000999', images, tmp_path)
     with pytest.raises(UserError, match='nor does its folder'):
-        inference.restore_ema_model(tmp_path / 'nowhere' / 'model.ckpt-1')
+        runs.restore_ema_model(tmp_path / 'nowhere' / 'model.ckpt-1')
     no_ckpt = tmp_path / 'no_ckpt'
     (no_ckpt / 'tf').mkdir(parents=True)
     with pytest.raises(UserError, match='holds no checkpoint'):
-        inference.restore_ema_model(no_ckpt)
+        runs.restore_ema_model(no_ckpt)
     with pytest.raises(UserError, match='args.json'):
         (no_ckpt / 'tf' / 'model.ckpt-5.index').write_bytes(b'')  # complete: index and data
         (no_ckpt / 'tf' / 'model.ckpt-5.data-00000-of-00001').write_bytes(b'')
-        inference.resolve_checkpoint(no_ckpt)
+        runs.resolve_checkpoint(no_ckpt)
     # args.json says 4 filters and 3 classes; the checkpoint was written by 8 filters, 5 classes.
     wrong = make_run(tmp_path / 'wrong', model_args=dict(filters=8, nclass=5), steps=(64,))
     with pytest.raises(UserError, match='another shape.*resnet filters=4 .* 3 classes') as e:
-        inference.restore_ema_model(wrong)
+        runs.restore_ema_model(wrong)
     assert '\n' not in str(e.value) and '[4, 3]' in str(e.value) and '[8, 5]' in str(e.value)
     empty = tmp_path / 'empty'
     empty.mkdir()
     with pytest.raises(UserError, match='no PNG or JPEG images'):
-        inference.run_inference(run, empty, tmp_path)
+        predict.run_inference(run, empty, tmp_path)
     (empty / 'readme.txt').write_text('x')
     with pytest.raises(UserError, match=r'no PNG or JPEG images .*readme.txt'):
-        inference.run_inference(run, empty, tmp_path)
+        predict.run_inference(run, empty, tmp_path)
     with pytest.raises(UserError, match='does not exist'):
-        inference.run_inference(run, tmp_path / 'missing', tmp_path)
+        predict.run_inference(run, tmp_path / 'missing', tmp_path)
     unknown = tmp_path / 'unknown'
     save(unknown / 'cat' / 'a.png', np.zeros((8, 8, 3), np.uint8))
     save(unknown / 'horse' / 'b.png', np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(UserError, match='horse are not classes of the model.*cat, dog, frog'):
-        inference.run_inference(run, unknown, tmp_path)
+        predict.run_inference(run, unknown, tmp_path)
     assert not list(tmp_path.glob('*_pred.*'))

@@ -15,7 +15,7 @@ from conftest import REPO, assert_ok, assert_user_error, make_ssl_dataset, run_s
 import libml  # noqa: F401
 import tensorflow as tf
 
-from libml import train
+from libml import datasets, train
 from libml.utils import UserError
 
 sys.path.insert(0, os.path.join(REPO, 'fully_supervised'))
@@ -29,7 +29,7 @@ TINY = dict(batch=8, filters=4, repeat=1, train_kimg=2, report_kimg=1, save_kimg
 def tiny_trainer(ml_data, tmp_path, algorithm=None, **overrides):
     name = make_ssl_dataset(str(ml_data), class_names=['a', 'b', 'c']) + '-6'
     config = train.Config(train_dir=str(tmp_path / 'exp'), **dict(TINY, **overrides))
-    dataset = train.load_dataset(name)
+    dataset = datasets.resolve(name)
     algorithm = algorithm or realmix.RealMix(dataset.nclass, config.train_kimg)
     return train.Trainer(algorithm, dataset, config)
 
@@ -147,10 +147,10 @@ def test_bad_input_is_one_line_error(ml_data, tmp_path):
 def test_class_mapping_flag(ml_data, tmp_path):
     make_ssl_dataset(str(ml_data))
     (ml_data / 'names.json').write_text(json.dumps({'0': 'x', '1': 'y', '2': 'z'}))
-    assert train.load_dataset('toy.1@12-6', class_mapping='names.json').class_names == ['x', 'y', 'z']
+    assert datasets.resolve('toy.1@12-6', class_mapping='names.json').class_names == ['x', 'y', 'z']
     (ml_data / 'wrong.json').write_text(json.dumps({'0': 'x', '1': 'y'}))
     with pytest.raises(UserError, match='3 classes but its class mapping names 2'):
-        train.load_dataset('toy.1@12-6', class_mapping=str(ml_data / 'wrong.json'))
+        datasets.resolve('toy.1@12-6', class_mapping=str(ml_data / 'wrong.json'))
 
 
 def test_train_dir_not_writable(ml_data, tmp_path):
@@ -175,7 +175,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from conftest import make_ssl_dataset
-from libml import train
+from libml import datasets, train
 from fs_baseline import Supervised
 import realmix
 name = make_ssl_dataset({ml_data!r}) + '-6'
@@ -184,7 +184,7 @@ for algo in ('supervised', 'realmix'):
     for strategy in ('default', 'mirrored'):
         config = train.Config(train_dir={tmp!r} + '/' + strategy, batch=8, filters=4, repeat=1,
                               augment='none', strategy=strategy, deterministic=True)
-        dataset = train.load_dataset(name)
+        dataset = datasets.resolve(name)
         a = Supervised(3) if algo == 'supervised' else realmix.RealMix(3, 2, mixmode='.')
         t = train.Trainer(a, dataset, config)
         t.restore()
@@ -192,7 +192,7 @@ for algo in ('supervised', 'realmix'):
         out[algo, strategy] = [float(t._train_step(next(it), tf.constant(float(i * 8)))['losses/overall'])
                                for i in range(3)]
         # The EMA model's statistics are recomputed outside the replicas (cross-replica context).
-        t._bn_images = t._eval_sets()['train_labeled'][0]
+        t._bn_images = t.dataset.eval_sets()['train_labeled'][0]
         t.refresh_ema_stats()
         out[algo, strategy, 'bn'] = t.ema_model.bn_out.moving_variance.numpy().tolist()
 print(repr(out))

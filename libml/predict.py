@@ -44,20 +44,16 @@ sets another folder), named after the dataset name, which may not contain a path
 """
 import csv
 import os
-import re
 import unicodedata
 import weakref
-from collections import Counter
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from libml import images, models, runs
-from libml.utils import UserError, atomic_output, read_json
+from libml import images, runs
+from libml.utils import UserError, atomic_output
 
-_REQUIRED_ARGS = ('arch', 'nclass', 'channels', 'filters', 'repeat', 'scales', 'height', 'width')
-_CKPT_SUFFIX_RE = re.compile(r'\.(index|meta|data-\d+-of-\d+)$')
 _LISTED = 10  # how many file names a message lists before "and N more"
 
 
@@ -184,128 +180,6 @@ def load_images(paths, height, width, channels, batch_size=256,
 
 
 # ----------------------------------------------------------------------------------------------
-# The model.
-
-def resolve_checkpoint(ckpt):
-    """A checkpoint prefix, a run folder or its tf/ folder -> (checkpoint prefix, run folder).
-
-    A folder gives its newest checkpoint. A prefix may be given with its `.index` or `.data-*`
-    suffix. The run folder is the one that holds args/args.json (the parent of tf/).
-    """
-    path = os.path.normpath(os.path.abspath(os.path.expanduser(ckpt)))
-    path = _CKPT_SUFFIX_RE.sub('', path)
-    if os.path.isdir(path):
-        tf_dir = os.path.join(path, 'tf') if os.path.isdir(os.path.join(path, 'tf')) else path
-        prefix = runs.newest_checkpoint(tf_dir)
-        if not prefix:
-            raise UserError(f'checkpoint folder {tf_dir} holds no checkpoint (model.ckpt-NNNNNNNN); '
-                            'a run writes them there while it trains.')
-    elif os.path.exists(path + '.index'):
-        prefix = path
-    else:
-        folder = os.path.dirname(path)
-        if not os.path.isdir(folder):
-            raise UserError(f'checkpoint {path} does not exist (nor does its folder {folder}).')
-        newest = runs.newest_checkpoint(folder)
-        hint = (f'the newest in {folder} is {os.path.basename(newest)}' if newest
-                else f'{folder} holds no checkpoint')
-        what = 'is not a checkpoint' if os.path.exists(path) else 'does not exist'
-        raise UserError(f'checkpoint {path} {what}; {hint}.')
-    tf_dir = os.path.dirname(prefix)
-    for run_dir in (os.path.dirname(tf_dir), tf_dir):
-        if os.path.exists(os.path.join(run_dir, 'args', 'args.json')):
-            return prefix, run_dir
-    raise UserError(f'no args/args.json beside checkpoint {prefix} (looked in '
-                    f'{os.path.dirname(tf_dir)}): inference needs the arguments of the run '
-                    '(architecture, image size, classes), which the trainer writes there.')
-
-
-def read_run_args(run_dir):
-    """args/args.json of a run, checked to hold what building its model needs."""
-    path = os.path.join(run_dir, 'args', 'args.json')
-    args = read_json(path, 'run arguments')
-    missing = [k for k in _REQUIRED_ARGS if k not in args]
-    if missing:
-        raise UserError(f'{path} lacks {", ".join(missing)}: it was not written by this version '
-                        'of the trainer.')
-    if int(args['channels']) not in images.MODEL_CHANNELS:
-        raise UserError(f'{path}: models of {args["channels"]} channels are not supported (1 or '
-                        '3, what create_datasets.py writes).')
-    return args
-
-
-def check_output_name(name, where='--dataset'):
-    """`name`, checked to be safe as the stem of the output files {name}_pred.npy/.csv.
-
-    Outputs go inside the output folder only: a name with a path separator or ".." (e.g.
-    `--dataset=../escape/x`) is a UserError naming `where` (a flag or a file).
-    """
-    separators = {'/', '\\', os.sep, os.altsep} - {None}
-    if not name or '..' in name or '\0' in name or any(s in name for s in separators):
-        raise UserError(f'{where}={name}: a dataset name may not be empty or contain "/", "\\" or '
-                        '"..": the outputs {dataset}_pred.npy and .csv are written inside '
-                        '--inference_out.')
-    return name
-
-
-def _describe(args):
-    return (f'{args["arch"]} filters={args["filters"]} repeat={args["repeat"]} '
-            f'scales={args["scales"]}, {args["height"]}x{args["width"]}x{args["channels"]} images, '
-            f'{args["nclass"]} classes')
-
-
-def _restore(prefix, args):
-    """Builds the run's model and loads the EMA weights of checkpoint `prefix` into it."""
-    model = models.build_model(args['arch'], int(args['nclass']), int(args['channels']),
-                               int(args['filters']), int(args['repeat']), int(args['scales']), seed=0)
-    try:
-        stored = [(n, s) for n, s in tf.train.list_variables(prefix)
-                  if n.startswith('ema_model/') and n.endswith('/.ATTRIBUTES/VARIABLE_VALUE')
-                  and '/.OPTIMIZER_SLOT/' not in n]
-    except (tf.errors.OpError, ValueError) as e:
-        raise UserError(f'cannot read checkpoint {prefix} ({str(e).splitlines()[0][:200]}).') from None
-    if not stored:
-        raise UserError(f'checkpoint {prefix} holds no ema_model weights: it was not written by '
-                        'this project\'s trainer.')
-    expected = [tuple(v.shape.as_list()) for v in model.variables]
-    found = [tuple(s) for _, s in stored]
-    if Counter(expected) != Counter(found):
-        total = lambda shapes: sum(int(np.prod(s)) for s in shapes)
-        raise UserError(
-            f'checkpoint {prefix} holds a model of another shape than its run\'s args.json '
-            f'({_describe(args)}: {len(expected)} variables, {total(expected)} weights; the '
-            f'checkpoint: {len(found)} variables, {total(found)} weights). Shapes expected but '
-            f'missing: {_shape_difference(expected, found)}; found instead: '
-            f'{_shape_difference(found, expected)}.')
-    try:
-        status = tf.train.Checkpoint(ema_model=model).read(prefix)
-        status.expect_partial()
-        status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as e:
-        raise UserError(f'checkpoint {prefix} does not fit the model of its run\'s args.json '
-                        f'({_describe(args)}): {str(e).splitlines()[0][:200]}') from None
-    return model
-
-
-def _shape_difference(a, b, n=6):
-    """The distinct shapes that `a` holds more often than `b`, in `a`'s order, as text."""
-    more = Counter(a) - Counter(b)
-    shapes = [s for s in dict.fromkeys(a) if more[s]]
-    return ', '.join(str(list(s)) for s in shapes[:n]) + (' ...' if len(shapes) > n else '') or '-'
-
-
-def restore_ema_model(ckpt):
-    """The EMA model of a checkpoint: `ckpt` is RUN/tf/model.ckpt-NNNNNNNN, RUN/tf or RUN.
-
-    Returns (model, args, prefix): the model built from RUN/args/args.json with the checkpoint's
-    EMA weights, the run's arguments, and the checkpoint prefix used.
-    """
-    prefix, run_dir = resolve_checkpoint(ckpt)
-    args = read_run_args(run_dir)
-    return _restore(prefix, args), args, prefix
-
-
-# ----------------------------------------------------------------------------------------------
 # Prediction.
 
 _prob_functions = weakref.WeakKeyDictionary()
@@ -369,6 +243,20 @@ def predict_files(model, paths, height, width, channels, batch_size=256, progres
     return np.concatenate(probs), np.concatenate(rows)
 
 
+def check_output_name(name, where='--dataset'):
+    """`name`, checked to be safe as the stem of the output files {name}_pred.npy/.csv.
+
+    Outputs go inside the output folder only: a name with a path separator or ".." (e.g.
+    `--dataset=../escape/x`) is a UserError naming `where` (a flag or a file).
+    """
+    separators = {'/', '\\', os.sep, os.altsep} - {None}
+    if not name or '..' in name or '\0' in name or any(s in name for s in separators):
+        raise UserError(f'{where}={name}: a dataset name may not be empty or contain "/", "\\" or '
+                        '"..": the outputs {dataset}_pred.npy and .csv are written inside '
+                        '--inference_out.')
+    return name
+
+
 def _class_label(index, class_names):
     return class_names[index] if class_names and 0 <= index < len(class_names) else str(index)
 
@@ -386,8 +274,8 @@ def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_si
     outputs are. Returns {'accuracy': percent or None, 'n': rows, 'npy': path, 'csv': path,
     'skipped': [(file, reason)], 'checkpoint': prefix}.
     """
-    prefix, run_dir = resolve_checkpoint(ckpt)
-    args = read_run_args(run_dir)
+    prefix, run_dir = runs.resolve_checkpoint(ckpt)
+    args = runs.read_args(run_dir)
     if dataset_name:
         check_output_name(dataset_name, '--dataset')
     elif args.get('dataset'):
@@ -405,9 +293,9 @@ def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_si
         raise UserError(f'no PNG or JPEG images in {root}{listed}.')
     out_dir = os.path.abspath(out_dir or '.')
 
-    model = _restore(prefix, args)
+    model = runs.restore_ema(prefix, args)
     print(f'Predicting {len(paths)} images of {root} with the EMA weights of {prefix} '
-          f'({_describe(args)}).')
+          f'({runs.describe(args)}).')
     probs, rows = predict_files(model, paths, h, w, c, batch_size, progress, max_pixels)
     if len(rows) < len(paths):
         failed = sorted(set(range(len(paths))) - set(rows.tolist()))

@@ -1,0 +1,95 @@
+"""The settings of a training run and the flags of every training script (realmix.py, the
+baselines): each Config field is a flag with the field's default, so each default is set once.
+"""
+import dataclasses
+
+from absl import flags
+
+from libml import images, names
+from libml.options import define_flags, option
+from libml.utils import UserError
+
+
+@dataclasses.dataclass
+class Config:
+    """The trainer's settings: each field is a flag of every training script, with its default."""
+    train_dir: str = option('./experiments', 'Folder of the training runs.')
+    batch: int = option(64, 'Batch size (labeled examples per step).')
+    lr: float = option(0.002, 'Learning rate (Adam).')
+    wd: float = option(0.02, 'Decoupled weight decay of conv/dense kernels, applied as '
+                       'w *= 1 - wd*lr after each step.')
+    ema: float = option(0.999, 'Exponential moving average decay of the evaluated weights.')
+    ema_warmup: bool = option(True, 'Warm the EMA decay up as min(ema, (1+t)/(10+t)) after t '
+                              'updates, so short runs are not dominated by the initial weights '
+                              '(--noema_warmup: plain decay, as the original).')
+    bn_stats: str = option('recompute', 'Batch-norm statistics of the evaluated (EMA) model, set '
+                           'before each evaluation and checkpoint: recompute = from a fixed set of '
+                           'training images (up to 4096, un-augmented) with the EMA weights; '
+                           'debias = the trained model\'s moving averages with their start-up '
+                           'bias removed; moving = those averages as they are (the original).',
+                           choices=['recompute', 'debias', 'moving'])
+    train_kimg: int = option(1 << 16, 'Training duration in kibi-images (1024 images).')
+    report_kimg: int = option(64, 'Evaluate and report every this many kibi-images.')
+    save_kimg: int = option(64, 'Save a checkpoint every this many kibi-images.')
+    keep_ckpt: int = option(50, 'Number of checkpoints to keep.')
+    epochs: int = option(1024, 'Training stops after min(train_kimg, epochs*report_kimg) kimg.')
+    augment: str = option('cifar10', 'Online augmentation: cifar10, svhn, stl10, color, cutout or '
+                          'none (digits: svhn, they are not mirror-symmetric).')
+    arch: str = option('resnet', 'Model architecture (resnet: the Wide-ResNet of MixMatch).')
+    filters: int = option(32, 'Filter count of the first stage (doubles every stage).')
+    repeat: int = option(4, 'Residual blocks per stage.')
+    scales: int = option(0, 'Stages; 0 = ilog2(image size) - 2.')
+    seed: int = option(0, 'Seed of initialization, data order, augmentation and MixUp.')
+    deterministic: bool = option(False, 'Deterministic ops: an interrupted and resumed run ends '
+                                 'with the same weights as an uninterrupted one (slower on GPUs).')
+    strategy: str = option('default', 'tf.distribute strategy: default (one device), mirrored '
+                           '(all local GPUs), multiworker (TF_CONFIG).',
+                           choices=['default', 'mirrored', 'multiworker'])
+    sync_batch_norm: bool = option(True, 'With several replicas, compute batch-norm statistics '
+                                   'over the global batch.')
+    jit_compile: bool = option(False, 'Compile the training step with XLA (measure first: it was '
+                               'slower for small images on CPUs).')
+    eval_batch: int = option(256, 'Batch size of evaluation and inference.')
+
+    def check(self):
+        for name in ('batch', 'train_kimg', 'report_kimg', 'save_kimg', 'keep_ckpt', 'epochs',
+                     'filters', 'repeat', 'eval_batch'):
+            if getattr(self, name) < 1:
+                raise UserError(f'--{name}={getattr(self, name)} must be at least 1.')
+        if self.lr <= 0 or self.wd < 0 or not 0 <= self.ema < 1:
+            raise UserError('--lr must be > 0, --wd >= 0 and --ema in [0, 1).')
+        names.check_preset(self.augment)
+
+    @property
+    def total_nimg(self):
+        return min(self.train_kimg, self.epochs * self.report_kimg) << 10
+
+
+define_flags(Config)
+# The entry points' other flags: which data, the original's compatibility flags, inference.
+flags.DEFINE_string('dataset', None, 'Dataset NAME.SEED@SIZE-VALID (RealMix) or NAME-VALID '
+                    '(baselines), e.g. cifar10.3@250-5000; its files must exist under $ML_DATA.')
+flags.DEFINE_integer('nclass', 0, 'Class count; read from the data (a disagreeing value is an error).')
+flags.DEFINE_integer('img_size', 0, 'Image size; read from the data (a disagreeing value is an error).')
+flags.DEFINE_string('class_mapping', None, 'JSON {"0": "cat", ...} naming the classes for per-class '
+                    'accuracy: a path or a file name in $ML_DATA. Default: the mapping written by '
+                    'create_datasets.py.')
+flags.DEFINE_string('train_record', None, 'Baselines: training records (path, or file name in '
+                    '$ML_DATA); default NAME-train.tfrecord.')
+flags.DEFINE_string('test_record', None, 'Baselines: test records (path, or file name in $ML_DATA); '
+                    'default NAME-test.tfrecord.')
+flags.DEFINE_bool('custom_dataset', False, 'Accepted for compatibility; no longer needed '
+                  '(any dataset whose files exist works).')
+flags.DEFINE_integer('label_size', 0, 'Accepted for compatibility; no longer needed.')
+flags.DEFINE_integer('valid_size', 0, 'Accepted for compatibility; no longer needed (the '
+                     'validation size is the -VALID part of --dataset).')
+flags.DEFINE_bool('perform_inference', False, 'Predict --inference_dir with --inference_ckpt '
+                  'instead of training.')
+flags.DEFINE_string('inference_dir', None, 'Folder of images to predict (flat, or one sub-folder '
+                    'per class to also get the accuracy).')
+flags.DEFINE_string('inference_ckpt', None, 'Checkpoint RUN/tf/model.ckpt-NNNNNNNN, or a run folder '
+                    '(its newest checkpoint).')
+flags.DEFINE_string('inference_out', '.', 'Folder for {dataset}_pred.npy and {dataset}_pred.csv.')
+flags.DEFINE_integer('max_image_pixels', images.MAX_IMAGE_PIXELS, 'Inference: images larger than '
+                     'this many pixels (width x height) are skipped, from their header, before '
+                     'decoding.', lower_bound=1)

@@ -1,0 +1,170 @@
+"""What a dataset name means: resolved once into a Dataset that carries its files and facts.
+
+A semi-supervised dataset `{name}.{seed}@{size}-{valid}` (the names: libml/names.py):
+  labeled    = $ML_DATA/SSL/{name}.{seed}@{size}-label.tfrecord (all of it)
+  validation = the first `valid` records of .../{name}.{seed}@{size}-unlabel.tfrecord
+  unlabeled  = the other records of that file, except those derived from a validation image
+               (a record's `source` feature, or its position when it has none, is < valid)
+  test       = $ML_DATA/{name}-test.tfrecord, or that of the dataset it derives from
+               ({name}_aug{N} -> {name})
+A supervised dataset `{name}-{valid}` (the baselines): validation = the first `valid` records of
+the train file (--train_record), training = the rest, test = --test_record.
+
+`resolve` reads every file's metadata once and checks that the files agree (image shape, classes,
+the flags --nclass/--img_size); the Dataset then carries the counts, shape and class names, so no
+later step reads a metadata file again.
+"""
+import dataclasses
+import os
+from typing import Optional
+
+import numpy as np
+
+from libml import names, pipeline, records
+from libml.utils import UserError, ml_data
+
+# Images the evaluated model's batch-norm statistics are recomputed from (libml/train.py).
+BN_STATS_IMAGES = 4096
+
+
+@dataclasses.dataclass
+class Part:
+    """Records of one file used for one purpose.
+
+    `count`: records in the file (its metadata). Records at positions >= `stop` are not read
+    (None: read all). With `exclude_below` > 0, records whose origin (the `source` feature, else
+    the position) is below it are dropped.
+    """
+    path: str
+    count: int
+    stop: Optional[int] = None
+    exclude_below: int = 0
+
+
+@dataclasses.dataclass
+class Dataset:
+    """What the trainer reads: the parts and the facts of the data."""
+    name: str
+    labeled: Part
+    unlabeled: Optional[Part]
+    valid: Optional[Part]
+    test: Part
+    height: int
+    width: int
+    channels: int
+    nclass: int
+    class_names: Optional[list]
+
+    @property
+    def shape(self):
+        return (self.height, self.width, self.channels)
+
+    def eval_sets(self):
+        """{'train_labeled', 'valid' (if any), 'test'} -> (uint8 images [N, H, W, C], int64
+        labels [N]), in memory, labels checked against the class count."""
+        sets = {'train_labeled': self.labeled, 'valid': self.valid, 'test': self.test}
+        out = {}
+        for name, part in sets.items():
+            if part is None:
+                continue
+            out[name] = pipeline.load_arrays(part, self.shape)
+            labels = out[name][1]
+            if len(labels) and (labels.min() < 0 or labels.max() >= self.nclass):
+                raise UserError(f'{part.path} has labels outside 0..{self.nclass - 1} ({name} '
+                                'set); is it the right file for this dataset?')
+        return out
+
+    def batch_norm_images(self, labeled, seed):
+        """The fixed training images an evaluated model's batch-norm statistics come from.
+
+        Up to BN_STATS_IMAGES un-augmented images: the labeled images `labeled` [N, H, W, C] (a
+        sample seeded by `seed` when there are more), then the first unlabeled training images
+        (their file is class-interleaved, and an _aug file starts with the originals); never a
+        validation or test image.
+        """
+        order = np.random.RandomState(seed).permutation(len(labeled))[:BN_STATS_IMAGES]
+        parts = [labeled[np.sort(order)]]
+        room = BN_STATS_IMAGES - len(order)
+        if room > 0 and self.unlabeled is not None:
+            parts.append(pipeline.load_arrays(self.unlabeled, self.shape, limit=room)[0])
+        return np.concatenate(parts)
+
+
+def resolve(name, supervised=None, nclass=0, img_size=0, class_mapping=None):
+    """The Dataset of --dataset=`name`.
+
+    supervised: None for `{name}.{seed}@{size}-{valid}`, or (train_record, test_record) for the
+    baselines' `{name}-{valid}` (paths, or file names in $ML_DATA; None: the defaults).
+    nclass, img_size: the flags (0: read from the data; another value must agree with it).
+    class_mapping: --class_mapping, a JSON path or file name in $ML_DATA (None: the dataset's).
+    """
+    if not name:
+        raise UserError('--dataset is required, e.g. --dataset=cifar10.3@250-5000.')
+    if supervised is None:
+        split = names.parse_ssl_name(name)
+        files = names.ssl_files(split)
+        base, valid = split.name, split.valid
+        train_key = 'unlabel'  # the file validation is cut from
+    else:
+        base, valid = names.parse_supervised_name(name)
+        files = _supervised_files(base, *supervised)
+        train_key = 'train'
+    meta = {key: records.read_meta(path, names.creation_hint(path)) for key, path in files.items()}
+    if valid >= meta[train_key]['count']:
+        raise UserError(f'--dataset={name}: {valid} validation images requested but '
+                        f'{files[train_key]} holds {meta[train_key]["count"]} records; use a '
+                        'smaller -VALID.')
+    first = 'label' if supervised is None else 'train'
+    shape = _common_shape(files, meta, first)
+    if img_size and (img_size, img_size) != shape[:2]:
+        raise UserError(f'--img_size={img_size} disagrees with the data: {name} holds '
+                        f'{shape[0]}x{shape[1]} images. Drop the flag (it is read from the data).')
+    class_names = (names.read_class_mapping(class_mapping) if class_mapping else None) or \
+        meta[first].get('class_names') or names.read_class_names(base)
+    nclass = _class_count(name, meta[first].get('nclass'), nclass, class_names)
+    part = lambda key, **kw: Part(files[key], meta[key]['count'], **kw)
+    if supervised is None:
+        labeled, unlabeled = part('label'), part('unlabel', exclude_below=valid)
+    else:
+        labeled, unlabeled = part('train', exclude_below=valid), None
+    return Dataset(name=name, labeled=labeled, unlabeled=unlabeled,
+                   valid=part(train_key, stop=valid) if valid else None, test=part('test'),
+                   height=shape[0], width=shape[1], channels=shape[2], nclass=nclass,
+                   class_names=class_names)
+
+
+def _supervised_files(base, train_record, test_record):
+    root = ml_data()
+    files = {}
+    for key, flag, given in (('train', '--train_record', train_record),
+                             ('test', '--test_record', test_record)):
+        files[key] = os.path.join(root, given or f'{base}-{key}.tfrecord')
+        if given:  # a folder or an unreadable file is named with the flag that gave it
+            names.require_file(files[key], names.creation_hint(files[key]), f'{flag}={given}')
+    return files
+
+
+def _common_shape(files, meta, first):
+    """The (height, width, channels) of every file, which must agree."""
+    shape_of = lambda m: (m['height'], m['width'], m['channels'])
+    shape = shape_of(meta[first])
+    for key, m in meta.items():
+        if shape_of(m) != shape:
+            raise UserError(f'{files[key]} holds {"x".join(map(str, shape_of(m)))} images but '
+                            f'{files[first]} holds {"x".join(map(str, shape))}; recreate one of '
+                            'them.')
+    return shape
+
+
+def _class_count(name, from_data, from_flag, class_names):
+    if class_names and from_data and len(class_names) != from_data:
+        raise UserError(f'dataset {name} has {from_data} classes but its class mapping names '
+                        f'{len(class_names)}.')
+    nclass = from_data or (len(class_names) if class_names else None)
+    if from_flag and nclass and from_flag != nclass:
+        raise UserError(f'--nclass={from_flag} disagrees with the data: {name} has {nclass} '
+                        'classes. Drop the flag (it is read from the data).')
+    nclass = nclass or from_flag
+    if not nclass:
+        raise UserError(f'cannot tell the class count of {name}; pass --nclass.')
+    return nclass
