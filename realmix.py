@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """RealMix (Nair, Fuentes Alonso, Beltramelli, 2019): MixMatch with TSA and out-of-distribution masking.
 
-One step (DESIGN.md, "RealMix, exactly"): guess the labels of the unlabelled batch from `nu`
+One step (docs/algorithm.md, "One training step"): guess the unlabelled batch's labels from `nu`
 augmented views (mean softmax, sharpened with T); MixUp labelled and unlabelled examples
 (--mixmode); interleave so every forward batch holds both kinds (batch-norm statistics from the
 first batch only); loss = cross-entropy on labelled (TSA may drop examples the model already

@@ -8,11 +8,11 @@ What is timed (WRN-28-2: filters 32, repeat 4; batch 64, nu 2, 10 classes; synth
 written to a temporary $ML_DATA with the helpers of tests/conftest.py):
 - the bare step: `Trainer._train_step(batch, images)` of `libml.train.Trainer(RealMix(...))` on
   one fixed batch taken from `Trainer._batches(0)` (warm-up steps, then timed steps; medians).
-  Configurations: 32x32 (scales 3), 8x8 with scales 3 (as the peer's 8x8 numbers) and 8x8 with
+  Configurations: 32x32 (scales 3), 8x8 with scales 3 (as USB's 8x8 rows) and 8x8 with
   the trainer's default scales (1), each with --jit_compile off and on;
 - the fp32 GEMM peak: `tf.linalg.matmul` of two N x N matrices in this process, same threads;
-- USB's MixMatch step (../shared/peer_bench/usb_mixmatch_step.py, run with --peer_python) and,
-  with --tf_reference, the peer bench's minimal TF step (tf_reference_step.py, this Python);
+- USB's MixMatch step: benchmarks/peer/usb_mixmatch_step.py, run with the Python of the peer
+  virtualenv given by --peer_python (benchmarks/README.md, "The USB peer");
 - the whole loop: `Trainer.train()` (input pipeline, augmentation, EMA, tqdm) in one chunk of
   --loop_kimg per round (resuming from the previous chunk's checkpoint), images/s between the 2nd
   and the last step of a chunk (no evaluation inside that window), against the bare step of the
@@ -22,7 +22,7 @@ processes hits all of them alike; per-round ratios and pooled medians are printe
 configurations are built and timed after the others (XLA in a process slowed its later oneDNN
 steps), each round beside the XLA-off step of the same shape.
 
-Throughput counts batch*(1+nu) = 192 trained images per step (as the peer bench does); nominal
+Throughput counts batch*(1+nu) = 192 trained images per step, in the USB rows too; nominal
 FLOPs are 192 forward+backward passes plus 128 label-guess forward passes (301.6 GFLOP at 32x32,
 18.85 at 8x8 with 3 scales).
 """
@@ -51,12 +51,9 @@ from libml.utils import UserError, no_extra_args, run  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool('quick', False, 'A short run (~3 minutes): 1 round, fewer steps.')
-flags.DEFINE_string('peer_python', None, 'Python of the peer venv (USB/semilearn installed, see '
-                    '../shared/peer_bench/README.md); not given or not found: USB is skipped.')
-flags.DEFINE_string('peer_dir', os.path.join(os.path.dirname(REPO), 'shared', 'peer_bench'),
-                    'Folder of usb_mixmatch_step.py and tf_reference_step.py.')
-flags.DEFINE_bool('tf_reference', False, "Also time the peer bench's minimal TF MixMatch step "
-                  '(tf_reference_step.py --jit 0 --onednn 1) with this Python, alternating.')
+flags.DEFINE_string('peer_python', None, 'Python of the peer virtualenv (torch and semilearn '
+                    '0.3.2; benchmarks/README.md, "The USB peer"); not given or not found: USB '
+                    'is skipped.')
 flags.DEFINE_integer('rounds', 0, 'Rounds of the alternation (0: 3, --quick: 1).')
 flags.DEFINE_integer('steps', 0, 'Timed 32x32 steps per configuration and round (0: 8, quick 4); '
                      '8x8 configurations run 4x as many.')
@@ -76,7 +73,7 @@ flags.DEFINE_string('work_dir', None, 'Folder for the synthetic data and runs (d
                     'temporary folder, removed at the end).')
 
 BATCH, NU, NCLASS, FILTERS, REPEAT = 64, 2, 10, 32, 4
-TRAINED = BATCH * (1 + NU)          # images trained per step (the peer's img/s convention)
+TRAINED = BATCH * (1 + NU)          # images trained per step (USB's rows count the same)
 GOALS = {'peak32': 0.8, 'peak8': 0.45, 'usb32': 1.3, 'loop': 0.9}
 # name: (image side, scales (0 = trainer default), jit_compile, label)
 CONFIGS = {
@@ -90,7 +87,8 @@ CONFIGS = {
 
 
 # ----------------------------------------------------------------------------------------------
-# Nominal FLOPs (multiply-add = 2 FLOPs), as ../shared/peer_bench/flops_and_peak.py counts them.
+# Nominal FLOPs (multiply-add = 2 FLOPs) of libml.models.WideResNet. The forward count equals
+# torch.utils.flop_counter's on USB's wrn_28_2 (0.4287 GFLOP per 32x32 image, 0.0268 at 8x8).
 
 def wrn_macs(hw, channels=3, filters=FILTERS, repeat=REPEAT, scales=3, nclass=NCLASS):
     """(forward MACs per image, MACs of the stem conv) of libml.models.WideResNet."""
@@ -254,7 +252,7 @@ def make_dataset(root, hw, conftest):
 
 
 class Peer:
-    """A peer-bench script run in a subprocess; each call returns its RESULT JSON (or None)."""
+    """A peer's timing script run in a subprocess; each call returns its RESULT JSON (or None)."""
 
     def __init__(self, label, argv, env=None):
         self.label, self.argv, self.env = label, argv, env
@@ -347,27 +345,18 @@ def main(argv):
 
     peers = {}
     peer_note = None
-    usb_script = os.path.join(FLAGS.peer_dir, 'usb_mixmatch_step.py')
+    usb_script = os.path.join(REPO, 'benchmarks', 'peer', 'usb_mixmatch_step.py')
     if not FLAGS.peer_python:
-        peer_note = 'USB skipped: no --peer_python given (see ../shared/peer_bench/README.md, Setup).'
+        peer_note = ('USB skipped: no --peer_python given (see benchmarks/README.md, '
+                     '"The USB peer").')
     elif not (shutil.which(FLAGS.peer_python) or os.access(FLAGS.peer_python, os.X_OK)):
         peer_note = f'USB skipped: --peer_python={FLAGS.peer_python} not found or not executable.'
-    elif not os.path.exists(usb_script):
-        peer_note = f'USB skipped: {usb_script} not found (--peer_dir).'
     else:
         for hw, n in ((32, steps), (8, 4 * steps)):
             if any(CONFIGS[k][0] == hw and CONFIGS[k][1] == 3 for k in keys):
                 peers[f'usb{hw}'] = Peer(f'USB 0.3.2 MixMatch {hw}x{hw}', [
                     FLAGS.peer_python, usb_script, '--hw', str(hw), '--warmup', '3',
                     '--steps', str(n), '--threads', '2'])
-    if FLAGS.tf_reference:
-        ref_script = os.path.join(FLAGS.peer_dir, 'tf_reference_step.py')
-        if os.path.exists(ref_script):
-            peers['ref32'] = Peer('peer_bench tf_reference_step 32x32', [
-                sys.executable, ref_script, '--hw', '32', '--jit', '0', '--onednn', '1',
-                '--warmup', '3', '--steps', str(steps)])
-        else:
-            print(f'tf_reference skipped: {ref_script} not found.')
 
     work = FLAGS.work_dir or tempfile.mkdtemp(prefix='bench_train_')
     root = os.path.join(work, 'ml_data')
@@ -409,8 +398,6 @@ def main(argv):
             hw, scales, jit, _ = CONFIGS[key]
             if not jit and scales == 3 and f'usb{hw}' in peers:
                 order.append(('peer', f'usb{hw}'))
-            if key == '32' and 'ref32' in peers:
-                order.append(('peer', 'ref32'))
         round_loads = []
         for r in range(rounds):
             round_loads.append(loadavg())
@@ -563,11 +550,6 @@ def report(peak, ours, peers, loops, xla_off, keys, rounds, round_loads, load_st
                  ', '.join(f'{p:.2f}' for p in pairs) + f'; pooled medians {pooled:.2f}')
         elif key in rows:
             goal(name, None, target, peer_note or 'USB run failed')
-    if 'ref32' in rows and '32' in rows:
-        by_round, pairs = per_round(rows['ref32']['round_medians_s'], rows['32']['round_medians_s'])
-        goal('peer tf_reference step / our step, 32x32 (median of per-round ratios)', by_round,
-             None, 'per round ' + ', '.join(f'{p:.2f}' for p in pairs) +
-             f'; pooled medians {rows["ref32"]["median_s"] / rows["32"]["median_s"]:.2f}')
     for key in ('32', '8s3'):
         if key in loops:
             l = loops[key]

@@ -1,4 +1,4 @@
-"""The one trainer every algorithm uses (docs/algorithm.md, "One training step").
+"""The one trainer every algorithm uses.
 
 An algorithm (realmix.py, the baselines) gives:
   name            run folder prefix, e.g. 'RealMix'
@@ -11,7 +11,7 @@ An algorithm (realmix.py, the baselines) gives:
 The trainer owns everything else: the distribution strategy, the model and its EMA copy, Adam,
 weight decay, the image clock, checkpoints, TensorBoard, evaluation, and the console.
 
-Order of one update: Adam step on the loss; decoupled decay of conv/dense kernels,
+Order of one update (docs/algorithm.md, "The update"): Adam; decoupled decay of conv/dense kernels,
 w <- w * (1 - wd*lr); EMA of the trainable weights with decay min(ema, (1+t)/(10+t)) after t
 updates (--ema_warmup, as tf.train.ExponentialMovingAverage(num_updates=t)).
 
