@@ -15,9 +15,15 @@ class Config:
     """The trainer's settings: each field is a flag of every training script, with its default."""
     train_dir: str = option('./experiments', 'Folder of the training runs.')
     batch: int = option(64, 'Batch size (labeled examples per step).')
-    lr: float = option(0.002, 'Learning rate (Adam).')
-    wd: float = option(0.02, 'Decoupled weight decay of conv/dense kernels, applied as '
-                       'w *= 1 - wd*lr after each step.')
+    optimizer: str = option('adam', 'adam (RealMix): Adam, with decoupled weight decay; sgd '
+                            '(FixMatch): SGD with Nesterov momentum --momentum, with weight decay '
+                            'as an L2 loss wd/2*|w|^2 of the kernels.', choices=['adam', 'sgd'])
+    lr: float = option(0.002, 'Learning rate.')
+    lr_schedule: str = option('constant', 'constant, or cosine: lr*cos(7*pi*t/(16*T)) after t of '
+                              'T steps (FixMatch).', choices=['constant', 'cosine'])
+    momentum: float = option(0.9, 'Momentum of --optimizer=sgd.')
+    wd: float = option(0.02, 'Weight decay of conv/dense kernels: with adam applied after each '
+                       'step as w *= 1 - wd*lr (decoupled), with sgd as an L2 loss.')
     ema: float = option(0.999, 'Exponential moving average decay of the evaluated weights.')
     ema_warmup: bool = option(True, 'Warm the EMA decay up as min(ema, (1+t)/(10+t)) after t '
                               'updates, so short runs are not dominated by the initial weights '
@@ -56,8 +62,8 @@ class Config:
                      'filters', 'repeat', 'eval_batch'):
             if getattr(self, name) < 1:
                 raise UserError(f'--{name}={getattr(self, name)} must be at least 1.')
-        if self.lr <= 0 or self.wd < 0 or not 0 <= self.ema < 1:
-            raise UserError('--lr must be > 0, --wd >= 0 and --ema in [0, 1).')
+        if self.lr <= 0 or self.wd < 0 or not 0 <= self.ema < 1 or not 0 <= self.momentum < 1:
+            raise UserError('--lr must be > 0, --wd >= 0, --ema and --momentum in [0, 1).')
         names.check_preset(self.augment)
 
     @property

@@ -1,9 +1,12 @@
-"""Optimizers of the trainer, as tf.Modules whose state exists before a checkpoint is restored.
+"""Optimizers of the trainer (--optimizer), and the learning-rate schedule (--lr_schedule), as
+tf.Modules whose state exists before a checkpoint is restored.
 
 Hand-written rather than Keras': a Keras optimizer creates its slots lazily at the first update
 and keys them by position, so restoring a run needs them built first; and RealMix's decoupled
 weight decay (kernels only, after the step) is the trainer's, not the optimizer's.
 """
+import math
+
 import tensorflow as tf
 
 
@@ -13,18 +16,57 @@ class Adam(tf.Module):
     `updates` counts the updates applied (the EMA warm-up and debiasing read it).
     """
 
-    def __init__(self, variables, lr, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    def __init__(self, variables, beta1=0.9, beta2=0.999, epsilon=1e-8):
         super().__init__(name='adam')
-        self.lr, self.beta1, self.beta2, self.epsilon = lr, beta1, beta2, epsilon
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='updates')
         self.m = [tf.Variable(tf.zeros_like(v), trainable=False, name='m') for v in variables]
         self.v = [tf.Variable(tf.zeros_like(v), trainable=False, name='v') for v in variables]
 
-    def apply(self, grads, variables):
+    def apply(self, grads, variables, lr):
         self.updates.assign_add(1)
         t = tf.cast(self.updates, tf.float32)
-        lr = self.lr * tf.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+        lr = lr * tf.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
         for g, var, m, v in zip(grads, variables, self.m, self.v):
             m.assign(self.beta1 * m + (1 - self.beta1) * g)
             v.assign(self.beta2 * v + (1 - self.beta2) * tf.square(g))
             var.assign_sub(lr * m / (tf.sqrt(v) + self.epsilon))
+
+
+class SGD(tf.Module):
+    """SGD with (Nesterov) momentum, state created up front, in the order of `variables`.
+
+    v <- momentum * v + g; w <- w - lr * (g + momentum * v) with Nesterov, else w - lr * v
+    (as tf.keras.optimizers.SGD and torch.optim.SGD compute it).
+    """
+
+    def __init__(self, variables, momentum=0.9, nesterov=True):
+        super().__init__(name='sgd')
+        self.momentum, self.nesterov = momentum, nesterov
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='updates')
+        self.v = [tf.Variable(tf.zeros_like(v), trainable=False, name='v') for v in variables]
+
+    def apply(self, grads, variables, lr):
+        self.updates.assign_add(1)
+        for g, var, v in zip(grads, variables, self.v):
+            v.assign(self.momentum * v + g)
+            var.assign_sub(lr * (g + self.momentum * v if self.nesterov else v))
+
+
+def build(name, variables, momentum=0.9, nesterov=True):
+    """The optimizer `name` ('adam' or 'sgd') for `variables`."""
+    if name == 'sgd':
+        return SGD(variables, momentum, nesterov)
+    return Adam(variables)
+
+
+def learning_rate(lr, schedule, updates, total_updates):
+    """The learning rate after `updates` of `total_updates` (float32 scalar tensors allowed).
+
+    constant: lr. cosine: lr * cos(7*pi*t / (16*T)) with t = updates, T = total_updates (FixMatch's
+    decay, which ends at about 0.2 lr rather than 0).
+    """
+    if schedule == 'constant':
+        return tf.constant(lr, tf.float32)
+    t = tf.cast(updates, tf.float32) / float(max(total_updates, 1))
+    return lr * tf.cos(7 * math.pi * tf.minimum(t, 1.0) / 16)

@@ -53,11 +53,13 @@ class Trainer:
                          scales=self.scales, wd=config.wd, ema=config.ema, augment=config.augment)
         if config.seed:
             self.args['seed'] = config.seed
-        # Departures from the defaults name the run (the default runs keep their folder names).
-        if not config.ema_warmup:
-            self.args['ema_warmup'] = False
-        if config.bn_stats != 'recompute':
-            self.args['bn_stats'] = config.bn_stats
+        # Departures from these defaults name the run (the default runs keep their folder names).
+        for key, default in (('ema_warmup', True), ('bn_stats', 'recompute'),
+                             ('optimizer', 'adam'), ('lr_schedule', 'constant')):
+            if getattr(config, key) != default:
+                self.args[key] = getattr(config, key)
+        if config.optimizer == 'sgd':
+            self.args['momentum'] = config.momentum
         self.run_dir = os.path.join(config.train_dir, dataset.name,
                                     runs.run_name(algorithm.name, self.args))
         self._build()
@@ -72,7 +74,8 @@ class Trainer:
                                               sync_batch_norm=sync)
             self.model = make()
             self.ema_model = make()
-            self.optimizer = optimizers.Adam(self.model.trainable_variables, cfg.lr)
+            self.optimizer = optimizers.build(cfg.optimizer, self.model.trainable_variables,
+                                              cfg.momentum)
             self.nimg = tf.Variable(0, dtype=tf.int64, trainable=False, name='images')
         # Checkpoint keys are those of the first runs ('images' is the image clock), so every
         # run resumes.
@@ -89,21 +92,29 @@ class Trainer:
         replicas = strategy.num_replicas_in_sync
         variables = model.trainable_variables
         kernels = model.kernels
-        decay = 1 - cfg.wd * cfg.lr
+        total_updates = cfg.total_nimg // cfg.batch
+        decoupled = cfg.optimizer == 'adam'  # sgd: weight decay is an L2 loss (FixMatch's)
         pairs = list(zip(model.trainable_variables, ema_model.trainable_variables))
 
         def replica_step(batch, nimg):
+            lr = optimizers.learning_rate(cfg.lr, cfg.lr_schedule, optimizer.updates, total_updates)
             with tf.GradientTape() as tape:
                 loss, stats = algorithm.loss(model, batch, nimg)
+                total = loss
+                if not decoupled:
+                    total += cfg.wd * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
                 # Each replica's loss is a mean over its own slice of the batch; gradients are
                 # summed across replicas, so divide to get the gradient of the global mean.
-                scaled = loss / replicas
+                scaled = total / replicas
             grads = tape.gradient(scaled, variables)
             if replicas > 1:
                 grads = tf.distribute.get_replica_context().all_reduce('sum', grads)
-            optimizer.apply(grads, variables)
-            for k in kernels:
-                k.assign(k * decay)
+            optimizer.apply(grads, variables, lr)
+            if decoupled:
+                # A constant rate keeps the factor a Python float, exactly as the first runs had it.
+                decay = 1 - cfg.wd * (cfg.lr if cfg.lr_schedule == 'constant' else lr)
+                for k in kernels:
+                    k.assign(k * decay)
             ema = cfg.ema
             if cfg.ema_warmup:  # t = updates so far, this one included
                 t = tf.cast(optimizer.updates, tf.float32)
