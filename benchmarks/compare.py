@@ -160,7 +160,7 @@ def final_accuracy(run_dir, images):
     by_step, _, _ = events.read_scalars(files, 'accuracy_test')
     if not by_step or max(by_step) < images:
         return None
-    from libml.utils import write_json
+    from libml.files import write_json
     values = [by_step[s] for s in sorted(by_step)]
     write_json(os.path.join(run_dir, 'stats', 'accuracy.json'), events.medians(values))
     last = max(by_step)
@@ -229,7 +229,7 @@ def train_one(key, label, prefix, args, seed, env):
     print(f'-- {label}, seed {seed}\n$ {" ".join(cmd)}', flush=True)
     dataset = cmd[1].split('=', 1)[1]
     log_path = os.path.join(train_dir, f'{key}.log')
-    from libml.utils import write_json
+    from libml.files import write_json
     earlier = entry.get('seconds', 0) if entry.get('command') == cmd else 0
     start = time.time()
     try:

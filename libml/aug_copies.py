@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from libml import augment as augment_lib
 from libml import records
-from libml.utils import UserError, temporary_name
+from libml.utils import UserError
+from libml.files import temporary_name
 
 AUG_BATCH = 256  # records per batch; fixed, so the outputs depend only on the flags
 

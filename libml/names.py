@@ -15,7 +15,8 @@ import dataclasses
 import os
 import re
 
-from libml.utils import UserError, ml_data, read_json, write_json
+from libml.utils import UserError, ml_data
+from libml.files import read_json, write_json
 
 NAME_PATTERN = r'[A-Za-z0-9_]+'
 _SSL_RE = re.compile(rf'^({NAME_PATTERN})\.(\d+)@(\d+)-(\d+)$')

@@ -52,7 +52,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from libml import images, runs
-from libml.utils import UserError, atomic_output
+from libml.utils import UserError
+from libml.files import atomic_output
 
 _LISTED = 10  # how many file names a message lists before "and N more"
 

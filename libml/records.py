@@ -26,7 +26,8 @@ import tensorflow as tf
 from absl import logging
 
 from libml.names import meta_path, require_file
-from libml.utils import UserError, atomic_output, check_interrupted, read_json, write_json
+from libml.utils import UserError, check_interrupted
+from libml.files import atomic_output, read_json, write_json
 
 
 def record_features():

@@ -8,7 +8,7 @@ import time
 
 from tqdm import tqdm
 
-from libml import images, utils
+from libml import files, images
 from libml.utils import UserError
 
 
@@ -83,7 +83,7 @@ def _log_path(root):
 
 def write_log(path, plan):
     # csv quotes names holding tabs or newlines; surrogateescape keeps undecodable names exact.
-    with utils.atomic_output(path, overwrite=False) as tmp:
+    with files.atomic_output(path, overwrite=False) as tmp:
         with open(tmp, 'w', newline='', encoding='utf-8', errors='surrogateescape') as f:
             writer = csv.writer(f, delimiter='\t', lineterminator='\n')
             writer.writerow(LOG_HEADER)

@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from libml import images, models
-from libml.utils import UserError, read_json, storage_errors, write_json
+from libml.utils import UserError
+from libml.files import read_json, storage_errors, write_json
 
 # What building a run's model needs from its args.json.
 _REQUIRED_ARGS = ('arch', 'nclass', 'channels', 'filters', 'repeat', 'scales', 'height', 'width')

@@ -28,7 +28,7 @@ import re
 import numpy as np
 from tqdm import tqdm
 
-from libml import names, records, utils
+from libml import files, names, records
 from libml.utils import UserError
 
 
@@ -241,15 +241,15 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
         raise UserError(f'--label_split_size={size} is larger than --label_size={label_size} '
                         f'(the labelled pool); use at most --label_split_size={label_size}.')
 
-    utils.output_folder(paths['unlabel'])
+    files.output_folder(paths['unlabel'])
     # The spill file, a full copy of the inputs, is a temporary of the unlabelled file: one left
     # by a killed run is removed here, and a full disk while writing it is a one-line error.
-    utils.remove_stale_temporaries(paths['unlabel'])
-    spill_path = utils.temporary_name(paths['unlabel'], '.spill')
+    files.remove_stale_temporaries(paths['unlabel'])
+    spill_path = files.temporary_name(paths['unlabel'], '.spill')
     total = sum(meta['counts'])
     import tensorflow  # noqa: F401  (loaded before the progress bar starts, so its rate is right)
     try:
-        with utils.storage_errors(paths['unlabel']), open(spill_path, 'w+b') as spill:
+        with files.storage_errors(paths['unlabel']), open(spill_path, 'w+b') as spill:
             labels, lengths, firsts = [], [], []
             with tqdm(total=total, unit='rec', desc='read', disable=quiet) as bar:
                 for path in inputs:
@@ -295,5 +295,5 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
         'label': plan['label'].tolist(), 'unlabel': plan['unlabel'].tolist(),
         'valid_candidates': plan['unlabel'][:plan['max_valid']].tolist(),
     }
-    utils.write_json(paths['map'], content)
+    files.write_json(paths['map'], content)
     return {'paths': paths, 'map': content}

@@ -80,7 +80,7 @@ import numpy as np  # noqa: E402
 from absl import flags, logging  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from libml import data, images, utils  # noqa: E402
+from libml import data, files, images, utils  # noqa: E402
 from libml.utils import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -192,7 +192,7 @@ def download(source, path):
     """Downloads `source.url` to `path` through a temporary name, checking its MD5."""
     logging.info('%s is missing: downloading %s', path, source.url)
     hint = f'download {source.url} by hand to {path}, or run again.'
-    with utils.atomic_output(path) as tmp:
+    with files.atomic_output(path) as tmp:
         digest = hashlib.md5(usedforsecurity=False)
         try:
             with urllib.request.urlopen(source.url, timeout=60) as response, \
@@ -688,7 +688,7 @@ def create_stl10(root, archive_dir):
                               names, unlabeled.size // STL_BYTES)
         lines.append(records_line(out, count))
     folds_path = os.path.join(root, 'stl10_folds.json')
-    utils.write_json(folds_path, folds)
+    files.write_json(folds_path, folds)
     lines.append(f'wrote {folds_path}: {len(folds)} folds')
     return lines + [write_mapping('stl10', names, root)]
 

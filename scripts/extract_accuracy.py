@@ -19,7 +19,8 @@ import os
 
 from absl import flags
 
-from libml.utils import UserError, run, write_json
+from libml.utils import UserError, run
+from libml.files import write_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('tag', 'accuracy_test', 'Scalar summary tag to summarise.')

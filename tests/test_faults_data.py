@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, make_images, run_script, write_records
-from libml import names, records, utils
+from libml import files, names, records
 from libml.utils import UserError
 from test_create_datasets import write_tar
 from conftest import load_script
@@ -110,7 +110,7 @@ def test_storage_errors_names_the_output_for_tensorflow_and_os_errors(tmp_path):
     """The one mapping the trainer also uses around checkpoint saves."""
     import tensorflow as tf
     path = str(tmp_path / 'tf' / 'model.ckpt-00000064')
-    tmp = utils.temporary_name(path)
+    tmp = files.temporary_name(path)
     cases = [
         (tf.errors.ResourceExhaustedError(None, None, f'{tmp}; No space left on device'),
          f'cannot write {path}: No space left on device; the disk is full'),
@@ -124,11 +124,11 @@ def test_storage_errors_names_the_output_for_tensorflow_and_os_errors(tmp_path):
     ]
     for error, message in cases:
         with pytest.raises(UserError) as e:
-            with utils.storage_errors(path):
+            with files.storage_errors(path):
                 raise error
         assert str(e.value).startswith(message), str(e.value)
     with pytest.raises(tf.errors.InvalidArgumentError):  # not an I/O failure: left alone
-        with utils.storage_errors(path):
+        with files.storage_errors(path):
             raise tf.errors.InvalidArgumentError(None, None, 'shapes do not match')
 
 
