@@ -199,6 +199,20 @@ def require_file(path, hint, flag=None):
     return path
 
 
+def check_output_name(name, where='--dataset'):
+    """`name`, checked to be safe as the stem of the output files {name}_pred.npy/.csv.
+
+    Outputs go inside the output folder only: a name with a path separator or ".." (e.g.
+    `--dataset=../escape/x`) is a UserError naming `where` (a flag or a file).
+    """
+    separators = {'/', '\\', os.sep, os.altsep} - {None}
+    if not name or '..' in name or '\0' in name or any(s in name for s in separators):
+        raise UserError(f'{where}={name}: a dataset name may not be empty or contain "/", "\\" or '
+                        '"..": the outputs {dataset}_pred.npy and .csv are written inside '
+                        '--inference_out.')
+    return name
+
+
 # ----------------------------------------------------------------------------------------------
 # Augmentation presets (libml/augment.py implements them; their names are checked without TensorFlow).
 

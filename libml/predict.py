@@ -17,19 +17,10 @@ The folder (`inference_dir`) is either
   A folder holding both images and class sub-folders is an error (the labels would be ambiguous).
   Sub-folders without images are ignored.
 
-Files, order and pixels: as every tool of the project, by libml/images.py (its module doc has the
-rules). In short: PNG and JPEG by extension in any case (the content decides the decoder); hidden
-files and folders, `__MACOSX`, `.DS_Store`, `Thumbs.db`, other files and anything that is not a
-regular file (a FIFO named x.png) are skipped; each image's header is read before prediction, and
-images that cannot be decoded or are larger than `max_pixels` (--max_image_pixels, default 40
-megapixels) are skipped. Skipped files are listed on the console.
-Row order: the natural order of the images' paths relative to `inference_dir` ("/" separators,
-folder by folder, digit runs as numbers, case-insensitive: `cat/2.png` before `cat/10.png`), the
-order in which create_datasets.py writes the records of the same folder. The CSV names each row's
-file, so no one needs to rebuild this order.
-Pixels: exactly those create_datasets.py writes for the same file (EXIF orientation applied,
-alpha composited on white, converted to the model's 1 or 3 channels, resized with the one
-filter of libml/images.py only when the size differs from the model's).
+Files, order and pixels: as every tool of the project (libml/folders.py lists, libml/images.py
+decodes): unusable files (not images, not regular files, undecodable, above `max_pixels`) are
+skipped and listed; rows follow the natural order of the relative paths; the pixels are exactly
+those create_datasets.py writes for the same file.
 
 Outputs (written atomically, complete or absent), in `out_dir`, by default the current directory
 (the README says the command "generates {dataset}_pred.npy"; the trainer's `--inference_out`
@@ -51,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from libml import images, runs
+from libml import folders, images, names, runs
 from libml.utils import UserError
 from libml.files import atomic_output
 
@@ -72,32 +63,32 @@ def _nfc(name):
     return unicodedata.normalize('NFC', name)
 
 
-def _folder_labels(folders, class_names, nclass):
+def _folder_labels(subfolders, class_names, nclass):
     """{sub-folder: class index} and the class names of those indices (see the module doc)."""
-    names = [_nfc(c) for c in class_names] if class_names else None
-    if names and all(_nfc(f) in names for f in folders):
-        return {f: names.index(_nfc(f)) for f in folders}, list(class_names), None
-    if all(f.isascii() and f.isdigit() for f in folders):
-        too_big = [f for f in folders if nclass is not None and int(f) >= nclass]
+    known = [_nfc(c) for c in class_names] if class_names else None
+    if known and all(_nfc(f) in known for f in subfolders):
+        return {f: known.index(_nfc(f)) for f in subfolders}, list(class_names), None
+    if all(f.isascii() and f.isdigit() for f in subfolders):
+        too_big = [f for f in subfolders if nclass is not None and int(f) >= nclass]
         if too_big:
             raise UserError(f'class folder(s) {_some(too_big)} are not class indices of the model '
                             f'(0..{nclass - 1}).')
-        return ({f: int(f) for f in folders}, list(class_names) if class_names else None,
-                'class folders named by class index')
-    if names:
-        unknown = sorted(f for f in folders if _nfc(f) not in names)
+        return ({f: int(f) for f in subfolders}, list(class_names) if class_names else None,
+                'class subfolders named by class index')
+    if known:
+        unknown = sorted(f for f in subfolders if _nfc(f) not in known)
         raise UserError(f'class folder(s) {_some(unknown)} are not classes of the model; its '
                         f'classes are {_some(class_names, 20)} (name each folder after its class, '
                         'or by class index).')
-    ordered = sorted(folders)
-    if nclass is not None and len(folders) != nclass:
-        raise UserError(f'the run has no class names and there are {len(folders)} class folders '
+    ordered = sorted(subfolders)
+    if nclass is not None and len(subfolders) != nclass:
+        raise UserError(f'the run has no class known and there are {len(subfolders)} class subfolders '
                         f'({_some(ordered)}) for its {nclass} classes, so which class each folder '
-                        f'is cannot be told: name the folders by class index (0..{nclass - 1}) or '
+                        f'is cannot be told: name the subfolders by class index (0..{nclass - 1}) or '
                         'put the images in one flat folder (predictions only).')
     note = None
     if nclass is not None:
-        note = (f'the run has no class names: the {len(ordered)} class folders, in sorted order, '
+        note = (f'the run has no class known: the {len(ordered)} class subfolders, in sorted order, '
                 f'are taken as classes 0..{len(ordered) - 1}')
     return {f: i for i, f in enumerate(ordered)}, ordered, note
 
@@ -119,9 +110,9 @@ def list_images(folder, class_names=None, nclass=None, max_pixels=images.MAX_IMA
     if not os.path.isdir(folder):
         what = 'is not a folder' if os.path.exists(folder) else 'does not exist'
         raise UserError(f'image folder {folder} {what}.')
-    listing = images.list_images(folder)
+    listing = folders.list_images(folder)
     top_images = [rel for rel in listing.images if '/' not in rel]
-    class_folders = list(dict.fromkeys(images.class_of(rel, numbered_names=False)
+    class_folders = list(dict.fromkeys(folders.class_of(rel, numbered_names=False)
                                        for rel in listing.images if '/' in rel))
     if top_images and class_folders:
         raise UserError(f'{folder} holds both images ({_some(top_images[:3])}) and class folders '
@@ -140,9 +131,9 @@ def list_images(folder, class_names=None, nclass=None, max_pixels=images.MAX_IMA
             skipped.append((rel, str(info)))
         else:
             paths.append(listing.path(rel))
-            labels.append(mapping[images.class_of(rel, numbered_names=False)]
+            labels.append(mapping[folders.class_of(rel, numbered_names=False)]
                           if class_folders else -1)
-    skipped.sort(key=lambda item: images.natural_key(item[0]))
+    skipped.sort(key=lambda item: folders.natural_key(item[0]))
     labels = np.array(labels, np.int64) if class_folders else None
     return paths, labels, names, skipped
 
@@ -244,20 +235,6 @@ def predict_files(model, paths, height, width, channels, batch_size=256, progres
     return np.concatenate(probs), np.concatenate(rows)
 
 
-def check_output_name(name, where='--dataset'):
-    """`name`, checked to be safe as the stem of the output files {name}_pred.npy/.csv.
-
-    Outputs go inside the output folder only: a name with a path separator or ".." (e.g.
-    `--dataset=../escape/x`) is a UserError naming `where` (a flag or a file).
-    """
-    separators = {'/', '\\', os.sep, os.altsep} - {None}
-    if not name or '..' in name or '\0' in name or any(s in name for s in separators):
-        raise UserError(f'{where}={name}: a dataset name may not be empty or contain "/", "\\" or '
-                        '"..": the outputs {dataset}_pred.npy and .csv are written inside '
-                        '--inference_out.')
-    return name
-
-
 def _class_label(index, class_names):
     return class_names[index] if class_names and 0 <= index < len(class_names) else str(index)
 
@@ -278,12 +255,12 @@ def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_si
     prefix, run_dir = runs.resolve_checkpoint(ckpt)
     args = runs.read_args(run_dir)
     if dataset_name:
-        check_output_name(dataset_name, '--dataset')
+        names.check_output_name(dataset_name, '--dataset')
     elif args.get('dataset'):
-        dataset_name = check_output_name(
+        dataset_name = names.check_output_name(
             args['dataset'], f'"dataset" of {os.path.join(run_dir, "args", "args.json")}')
     else:
-        dataset_name = check_output_name(os.path.basename(run_dir), 'the run folder')
+        dataset_name = names.check_output_name(os.path.basename(run_dir), 'the run folder')
     h, w, c, nclass = (int(args[k]) for k in ('height', 'width', 'channels', 'nclass'))
     run_names = args.get('class_names') or None
     root = os.path.abspath(os.path.expanduser(inference_dir))
@@ -303,14 +280,14 @@ def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_si
         skipped += [(rel(paths[i]), 'cannot be decoded') for i in failed]
         paths = [paths[i] for i in rows]
         labels = labels[rows] if labels is not None else None
-    skipped.sort(key=lambda item: images.natural_key(item[0]))
+    skipped.sort(key=lambda item: folders.natural_key(item[0]))
     if skipped:
         print(f'Skipped {len(skipped)} file(s): '
               + _some((f'{f}: {r}' for f, r in skipped), sep='; ') + '.')
     if not paths:
         raise UserError(f'none of the images in {root} could be decoded.')
 
-    names = run_names or folder_names
+    shown_names = run_names or folder_names
     predicted = probs.argmax(1)
     accuracy = None
     if labels is not None:
@@ -319,7 +296,7 @@ def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_si
         print(f'Accuracy {accuracy:.2f}% ({int(correct.sum())} of {len(labels)} images).')
         for k in np.unique(labels):
             mask = labels == k
-            print(f'  {_class_label(int(k), names):<20s} {100.0 * correct[mask].mean():6.2f}%  '
+            print(f'  {_class_label(int(k), shown_names):<20s} {100.0 * correct[mask].mean():6.2f}%  '
                   f'({int(correct[mask].sum())}/{int(mask.sum())})')
 
     npy_path = os.path.join(out_dir, f'{dataset_name}_pred.npy')
@@ -332,8 +309,8 @@ def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_si
             writer = csv.writer(f)
             writer.writerow(['file', 'predicted', 'probability', 'true'])
             for i, path in enumerate(paths):
-                true = _class_label(int(labels[i]), names) if labels is not None else ''
-                writer.writerow([rel(path), _class_label(int(predicted[i]), names),
+                true = _class_label(int(labels[i]), shown_names) if labels is not None else ''
+                writer.writerow([rel(path), _class_label(int(predicted[i]), shown_names),
                                  f'{probs[i, predicted[i]]:.6f}', true])
     print(f'Predictions ({len(paths)} x {probs.shape[1]} probabilities, rows in natural file '
           f'order): {npy_path}\nPer file: {csv_path}')

@@ -8,7 +8,7 @@ import time
 
 from tqdm import tqdm
 
-from libml import files, images
+from libml import files, folders
 from libml.utils import UserError
 
 
@@ -20,7 +20,7 @@ LOG_HEADER = ['old', 'new']
 
 def _images(root, filetype):
     """Relative paths of the images of `filetype` under `root`, in the shared natural order."""
-    return [rel.replace('/', os.sep) for rel in images.list_images(root).images
+    return [rel.replace('/', os.sep) for rel in folders.list_images(root).images
             if os.path.splitext(rel)[1].lower() in EXTENSIONS[filetype]]
 
 

@@ -80,7 +80,7 @@ import numpy as np  # noqa: E402
 from absl import flags, logging  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from libml import data, files, images, utils  # noqa: E402
+from libml import data, files, folders, images, utils  # noqa: E402
 from libml.utils import UserError  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -736,9 +736,9 @@ def create_digits(root, archive_dir=None):
 
 def _warn_ignored(skipped, folder):
     """Warns about the files passed over that may have been meant as images."""
-    quiet = (images.HIDDEN, images.MACOS_FOLDER)
+    quiet = (folders.HIDDEN, folders.MACOS_FOLDER)
     others = [f'{rel} ({reason})' for rel, reason in skipped if reason not in quiet
-              and os.path.basename(rel).lower() not in images.SYSTEM_FILES]
+              and os.path.basename(rel).lower() not in folders.SYSTEM_FILES]
     if others:
         logging.warning('ignored %d file(s) in %s that are not usable images, e.g. %s',
                         len(others), folder, others[0])
@@ -773,16 +773,16 @@ def check_folders(traindir, testdir, unlabeldir=None):
 def scan_labelled(folder, flag):
     """[(path, class name)] of a train/test folder: class sub-folders, or flat {n}_{class}.ext."""
     _require_dir(folder, flag)
-    listing = images.list_images(folder)
+    listing = folders.list_images(folder)
     _warn_ignored(listing.skipped, folder)
     items, unnamed = [], []
     for rel in listing.images:
-        cls = images.class_of(rel)
+        cls = folders.class_of(rel)
         if cls is None:
             unnamed.append(rel)
         else:
             items.append((listing.path(rel), cls))
-    used = {images.class_of(rel, numbered_names=False) for rel in listing.images}
+    used = {folders.class_of(rel, numbered_names=False) for rel in listing.images}
     if empty := [f for f in listing.folders if f not in used]:
         raise UserError(f'{flag}={folder}: class folder(s) without images: {", ".join(empty)}; '
                         'add images or remove them.')
@@ -797,7 +797,7 @@ def scan_labelled(folder, flag):
 
 def scan_unlabeled(folder, flag='--unlabeldir'):
     _require_dir(folder, flag)
-    listing = images.list_images(folder)
+    listing = folders.list_images(folder)
     _warn_ignored(listing.skipped, folder)
     if not listing.images:
         raise UserError(f'{flag}={folder} holds no .png/.jpg/.jpeg images.')

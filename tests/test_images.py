@@ -16,9 +16,9 @@ from PIL import Image, ImageFile
 from conftest import REPO, assert_ok, assert_user_error, run_script
 import libml  # noqa: F401,I100  (before TensorFlow)
 import tensorflow as tf
-from libml import images, predict, records
+from libml import folders, images, predict, records
 from libml.utils import UserError
-from test_create_split import load_script
+from conftest import load_script
 from test_inference import make_run
 
 CREATE = os.path.join(REPO, 'scripts', 'create_datasets.py')
@@ -97,32 +97,32 @@ def test_listing_rules_and_natural_order(tmp_path):
     os.mkfifo(root / 'cat' / 'fifo.png')
     os.symlink(root / 'cat', root / 'cat' / 'deep' / 'loop')  # a folder linking to its parent
     (root / 'empty').mkdir()
-    listing = images.list_images(root)
+    listing = folders.list_images(root)
     assert listing.root == str(root)
     assert listing.images == ['cat/b.jpeg', 'cat/deep/a.jpg', 'cat/img2.png', 'cat/img10.png',
                               'cat/Img11.PNG', 'cat2/a.png', 'cat 2/a.png', 'top.png']
     reasons = dict(listing.skipped)
     assert reasons == {
-        '.DS_Store': images.HIDDEN, '.hidden/': images.HIDDEN, '__MACOSX/': images.MACOS_FOLDER,
-        'cat/._img2.png': images.HIDDEN, 'cat/Thumbs.db': images.NOT_AN_IMAGE,
-        'cat/desktop.ini': images.NOT_AN_IMAGE, 'cat/notes.txt': images.NOT_AN_IMAGE,
-        'cat/x.png.txt': images.NOT_AN_IMAGE, 'cat/fifo.png': images.NOT_REGULAR,
+        '.DS_Store': folders.HIDDEN, '.hidden/': folders.HIDDEN, '__MACOSX/': folders.MACOS_FOLDER,
+        'cat/._img2.png': folders.HIDDEN, 'cat/Thumbs.db': folders.NOT_AN_IMAGE,
+        'cat/desktop.ini': folders.NOT_AN_IMAGE, 'cat/notes.txt': folders.NOT_AN_IMAGE,
+        'cat/x.png.txt': folders.NOT_AN_IMAGE, 'cat/fifo.png': folders.NOT_REGULAR,
         'cat/deep/loop/': 'link to one of its parent folders (a loop)'}
     assert listing.folders == ['cat', 'cat2', 'cat 2', 'empty']
     assert listing.path('cat/deep/a.jpg') == str(root / 'cat' / 'deep' / 'a.jpg')
     # The key compares folder by folder: a folder's files stay together.
-    assert sorted(['a1/z', 'a01/b', 'a1/a', 'a 1/c', 'A1b'], key=images.natural_key) == \
+    assert sorted(['a1/z', 'a01/b', 'a1/a', 'a 1/c', 'A1b'], key=folders.natural_key) == \
         ['a01/b', 'a1/a', 'a1/z', 'A1b', 'a 1/c']
     with pytest.raises(UserError, match='is not a folder'):
-        images.list_images(root / 'top.png')
+        folders.list_images(root / 'top.png')
 
 
 def test_class_of():
-    assert images.class_of('cat/a.png') == 'cat'
-    assert images.class_of('cat/nested/a.png') == 'cat'
-    assert images.class_of('7_chat noir.png') == 'chat noir'
-    assert images.class_of('a.png') is None and images.class_of('7.png') is None
-    assert images.class_of('7_cat.png', numbered_names=False) is None
+    assert folders.class_of('cat/a.png') == 'cat'
+    assert folders.class_of('cat/nested/a.png') == 'cat'
+    assert folders.class_of('7_chat noir.png') == 'chat noir'
+    assert folders.class_of('a.png') is None and folders.class_of('7.png') is None
+    assert folders.class_of('7_cat.png', numbered_names=False) is None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,7 +329,7 @@ def test_a_fifo_named_png_never_blocks(tmp_path, ml_data):
     run = make_run(tmp_path / 'experiments', steps=(64,))
     result = in_thread(lambda: predict.run_inference(run, tmp_path / 'train', tmp_path / 'out',
                                                        progress=False))
-    assert result['n'] == 2 and ('cat/pipe.png', images.NOT_REGULAR) in result['skipped']
+    assert result['n'] == 2 and ('cat/pipe.png', folders.NOT_REGULAR) in result['skipped']
 
 
 # ----------------------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ def test_training_and_prediction_see_identical_pixels(ml_data, tmp_path, monkeyp
     paths, folder_labels, names, skipped = predict.list_images(tmp_path / 'train', ['a', 'b'], 2)
     assert [os.path.relpath(p, tmp_path / 'train') for p in paths] == order
     assert folder_labels.tolist() == labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
-    assert dict(skipped) == {'b/Thumbs.db': images.NOT_AN_IMAGE, 'b/pipe.png': images.NOT_REGULAR}
+    assert dict(skipped) == {'b/Thumbs.db': folders.NOT_AN_IMAGE, 'b/pipe.png': folders.NOT_REGULAR}
     np.testing.assert_array_equal(predict.load_images(paths, 8, 8, 3), stored)
 
     # What predict_files hands the model, batch by batch.
