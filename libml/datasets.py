@@ -15,13 +15,12 @@ the flags --nclass/--img_size); the Dataset then carries the counts, shape and c
 later step reads a metadata file again.
 """
 import dataclasses
-import os
 from typing import Optional
 
 import numpy as np
 
 from libml import names, pipeline, records
-from libml.utils import UserError, ml_data
+from libml.utils import UserError
 
 # Images the evaluated model's batch-norm statistics are recomputed from (libml/train.py).
 BN_STATS_IMAGES = 4096
@@ -98,29 +97,18 @@ def resolve(name, supervised=None, nclass=0, img_size=0, class_mapping=None):
     nclass, img_size: the flags (0: read from the data; another value must agree with it).
     class_mapping: --class_mapping, a JSON path or file name in $ML_DATA (None: the dataset's).
     """
-    if not name:
-        raise UserError('--dataset is required, e.g. --dataset=cifar10.3@250-5000.')
-    if supervised is None:
-        split = names.parse_ssl_name(name)
-        files = names.ssl_files(split)
-        base, valid = split.name, split.valid
-        train_key = 'unlabel'  # the file validation is cut from
-    else:
-        base, valid = names.parse_supervised_name(name)
-        files = _supervised_files(base, *supervised)
-        train_key = 'train'
+    valid, files, mapped_names = names.dataset_files(name, supervised, class_mapping)
     meta = {key: records.read_meta(path, names.creation_hint(path)) for key, path in files.items()}
-    if valid >= meta[train_key]['count']:
-        raise UserError(f'--dataset={name}: {valid} validation images requested but '
-                        f'{files[train_key]} holds {meta[train_key]["count"]} records; use a '
-                        'smaller -VALID.')
-    first = 'label' if supervised is None else 'train'
+    first, cut = ('label', 'unlabel') if supervised is None else ('train', 'train')
+    if valid >= meta[cut]['count']:
+        raise UserError(f'--dataset={name}: {valid} validation images requested but {files[cut]} '
+                        f'holds {meta[cut]["count"]} records; use a smaller -VALID.')
     shape = _common_shape(files, meta, first)
     if img_size and (img_size, img_size) != shape[:2]:
         raise UserError(f'--img_size={img_size} disagrees with the data: {name} holds '
                         f'{shape[0]}x{shape[1]} images. Drop the flag (it is read from the data).')
-    class_names = (names.read_class_mapping(class_mapping) if class_mapping else None) or \
-        meta[first].get('class_names') or names.read_class_names(base)
+    class_names = (mapped_names if class_mapping else None) or meta[first].get('class_names') \
+        or mapped_names
     nclass = _class_count(name, meta[first].get('nclass'), nclass, class_names)
     part = lambda key, **kw: Part(files[key], meta[key]['count'], **kw)
     if supervised is None:
@@ -128,20 +116,9 @@ def resolve(name, supervised=None, nclass=0, img_size=0, class_mapping=None):
     else:
         labeled, unlabeled = part('train', exclude_below=valid), None
     return Dataset(name=name, labeled=labeled, unlabeled=unlabeled,
-                   valid=part(train_key, stop=valid) if valid else None, test=part('test'),
+                   valid=part(cut, stop=valid) if valid else None, test=part('test'),
                    height=shape[0], width=shape[1], channels=shape[2], nclass=nclass,
                    class_names=class_names)
-
-
-def _supervised_files(base, train_record, test_record):
-    root = ml_data()
-    files = {}
-    for key, flag, given in (('train', '--train_record', train_record),
-                             ('test', '--test_record', test_record)):
-        files[key] = os.path.join(root, given or f'{base}-{key}.tfrecord')
-        if given:  # a folder or an unreadable file is named with the flag that gave it
-            names.require_file(files[key], names.creation_hint(files[key]), f'{flag}={given}')
-    return files
 
 
 def _common_shape(files, meta, first):

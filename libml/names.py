@@ -121,12 +121,33 @@ def find_label_file(split, root=None):
     raise UserError(f'{path} does not exist; {creation_hint(path)}')
 
 
-def ssl_files(split, root=None):
-    """{'label', 'unlabel', 'test'}: the record files of split `split` (a SplitName); the label and
-    test files may be those of the dataset it derives from (see `lineage`)."""
-    return {'label': find_label_file(split, root),
-            'unlabel': split_path(split.stem, 'unlabel', root),
-            'test': find_test_file(split.name, root)}
+def dataset_files(dataset, supervised=None, class_mapping=None):
+    """What the name --dataset=`dataset` points at, all at once: (valid, files, class_names).
+
+    valid: the -VALID part. files: {'label', 'unlabel', 'test'} for `{name}.{seed}@{size}-{valid}`
+    (the label and test files may be those of the dataset it derives from, see `lineage`), or
+    {'train', 'test'} for the baselines' `{name}-{valid}`, where `supervised` is (train_record,
+    test_record): paths or file names in $ML_DATA, None for `{name}-train/test.tfrecord`.
+    class_names: from --class_mapping=`class_mapping` if given, else from the dataset's
+    `{name}_class_mappings.json` (or its base's), else None.
+    """
+    if not dataset:
+        raise UserError('--dataset is required, e.g. --dataset=cifar10.3@250-5000.')
+    if supervised is None:
+        split = parse_ssl_name(dataset)
+        base, valid = split.name, split.valid
+        files = {'label': find_label_file(split), 'unlabel': split_path(split.stem, 'unlabel'),
+                 'test': find_test_file(split.name)}
+    else:
+        base, valid = parse_supervised_name(dataset)
+        files = {}
+        for key, flag, given in zip(('train', 'test'), ('--train_record', '--test_record'),
+                                    supervised):
+            files[key] = os.path.join(ml_data(), given or f'{base}-{key}.tfrecord')
+            if given:  # a folder or an unreadable file is named with the flag that gave it
+                require_file(files[key], creation_hint(files[key]), f'{flag}={given}')
+    class_names = read_class_mapping(class_mapping) if class_mapping else read_class_names(base)
+    return valid, files, class_names
 
 
 def read_class_mapping(path):

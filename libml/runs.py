@@ -32,6 +32,20 @@ def run_name(algorithm_name, args):
     return '_'.join([algorithm_name] + [f'{k}{v}' for k, v in sorted(args.items())])
 
 
+def make_run_dir(run_dir, flag):
+    """Creates `run_dir` (and its tf/); returns whether it was created here. A folder that cannot
+    be made or written is a one-line error naming `flag` (e.g. '--train_dir=x')."""
+    existed = os.path.isdir(run_dir)
+    try:
+        os.makedirs(os.path.join(run_dir, 'tf'), exist_ok=True)
+    except OSError as e:
+        raise UserError(f'{flag}: cannot create {run_dir} ({e.strerror}); choose a folder you can '
+                        'write to.') from None
+    if not os.access(run_dir, os.W_OK):
+        raise UserError(f'{flag}: {run_dir} is not writable.')
+    return not existed
+
+
 def write_args(run_dir, args):
     """RUN/args/args.json: the run's arguments (what naming, inference and export need)."""
     write_json(os.path.join(run_dir, 'args', 'args.json'), args)

@@ -217,19 +217,6 @@ class Trainer:
             pipeline.check_stream(part, self.dataset.shape, what, self.dataset.name,
                                   whole_file=(what == 'unlabeled'))  # the others are read whole
 
-    def _make_run_dir(self):
-        """Creates the run folder; returns whether it was created here (see `train`)."""
-        cfg = self.config
-        existed = os.path.isdir(self.run_dir)
-        try:
-            os.makedirs(os.path.join(self.run_dir, 'tf'), exist_ok=True)
-        except OSError as e:
-            raise UserError(f'--train_dir={cfg.train_dir}: cannot create {self.run_dir} '
-                            f'({e.strerror}); choose a folder you can write to.') from None
-        if not os.access(self.run_dir, os.W_OK):
-            raise UserError(f'--train_dir={cfg.train_dir}: {self.run_dir} is not writable.')
-        return not existed
-
     # -- the loop ------------------------------------------------------------------------------
     def train(self, extra_args=None):
         """Trains until config.total_nimg, resuming from the newest checkpoint.
@@ -240,7 +227,7 @@ class Trainer:
         self._check_streams()
         sets = self.dataset.eval_sets()
         self._bn_images = self.dataset.batch_norm_images(sets['train_labeled'][0], self.config.seed)
-        created = self._make_run_dir()
+        created = runs.make_run_dir(self.run_dir, '--train_dir=' + self.config.train_dir)
         try:
             with runs.RunLock(self.run_dir):
                 return self._train(sets, extra_args or {})
