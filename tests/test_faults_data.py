@@ -20,9 +20,10 @@ import pytest
 
 from conftest import REPO, make_images, run_script, write_records
 from libml import data, utils
+from libml.sources import archives, cifar, digits, output, stl10, svhn
 from libml.utils import UserError
 from test_create_datasets import write_tar
-from test_create_split import cs, load_script
+from test_create_split import cs
 
 import filter_dataset as fd  # noqa: E402  (at the repository root, on sys.path via conftest)
 
@@ -482,7 +483,6 @@ def test_the_next_run_removes_what_a_sigkill_left(ml_data, big_input):
 
 
 def test_create_datasets_removes_temporaries_of_a_killed_run(ml_data):
-    cd = load_script('create_datasets', CREATE_DATASETS)
     dead = 999999999  # no such process
     stale = [ml_data / f'.digits-train.tfrecord.partial-{dead}',
              ml_data / f'.digits-train.tfrecord.json.partial-{dead}',
@@ -490,7 +490,7 @@ def test_create_datasets_removes_temporaries_of_a_killed_run(ml_data):
     alive = ml_data / f'.digits-test.tfrecord.partial-{os.getppid()}'  # a running writer's
     for path in stale + [alive]:
         path.write_bytes(b'partial')
-    cd.create_digits(str(ml_data))
+    digits.create_digits(str(ml_data))
     assert [p for p in stale if p.exists()] == [] and alive.exists()
     assert data.read_meta(str(ml_data / 'digits-train.tfrecord'))['count'] == 1297
 
@@ -542,10 +542,9 @@ def test_metadata_older_than_its_record_file_is_not_trusted(ml_data):
 # 13. Archives that decompress to more than the published files hold.
 
 def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
-    cd = load_script('create_datasets', CREATE_DATASETS)
     # 4 MB of zeros compress to 4 kB; with the limit lowered to 64 kB, it stands for the 764 kB
     # archive that inflated to 823 MB against the real limits.
-    monkeypatch.setitem(cd.MEMBER_LIMITS, 'cifar-10-batches-py/data_batch_1', 64 << 10)
+    monkeypatch.setitem(archives.MEMBER_LIMITS, 'cifar-10-batches-py/data_batch_1', 64 << 10)
     archive = write_tar(tmp_path / 'cifar-10-python.tar.gz',
                      {'cifar-10-batches-py/data_batch_1': bytes(4 << 20)})
     assert os.path.getsize(archive) < 64 << 10
@@ -554,7 +553,7 @@ def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
     monkeypatch.setattr(tarfile.ExFileObject, 'read',
                         lambda self, size=-1: read.append(size) or real_read(self, size))
     with pytest.raises(UserError) as e:
-        cd.create_cifar10(str(ml_data), str(tmp_path))
+        cifar.create_cifar10(str(ml_data), str(tmp_path))
     message = str(e.value)
     assert str(archive) in message and 'cifar-10-batches-py/data_batch_1' in message
     assert 'decompression bomb' in message and 'delete it' in message
@@ -562,18 +561,18 @@ def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
     assert os.listdir(ml_data) == []
 
     # STL-10's unlabelled images are streamed, but are limited too (their exact size).
-    monkeypatch.setitem(cd.MEMBER_LIMITS, 'stl10_binary/unlabeled_X.bin', 2 * cd.STL_BYTES)
+    monkeypatch.setitem(archives.MEMBER_LIMITS, 'stl10_binary/unlabeled_X.bin',
+                        2 * stl10.STL_BYTES)
     archive = write_tar(tmp_path / 'stl10_binary.tar.gz',
-                     {'stl10_binary/unlabeled_X.bin': bytes(3 * cd.STL_BYTES)})
+                     {'stl10_binary/unlabeled_X.bin': bytes(3 * stl10.STL_BYTES)})
     with pytest.raises(UserError, match='its member stl10_binary/unlabeled_X.bin is larger'):
-        cd.create_stl10(str(ml_data), str(tmp_path))
+        stl10.create_stl10(str(ml_data), str(tmp_path))
 
 
 def test_svhn_mat_reads_are_bounded(ml_data, tmp_path, monkeypatch):
     import scipy.io
-    cd = load_script('create_datasets', CREATE_DATASETS)
-    monkeypatch.setattr(cd, 'CHUNK', 2)
-    monkeypatch.setattr(cd, 'MAT_READ_LIMIT', 16 << 10)
+    monkeypatch.setattr(output, 'CHUNK', 2)
+    monkeypatch.setattr(svhn, 'MAT_READ_LIMIT', 16 << 10)
     # y of 4,000 float64 labels (32 kB) stands for an element larger than the format allows.
     n = 4000
     x = np.zeros((32, 32, 3, n), np.uint8)
@@ -582,5 +581,5 @@ def test_svhn_mat_reads_are_bounded(ml_data, tmp_path, monkeypatch):
         scipy.io.savemat(tmp_path / f'{part}_32x32.mat', {'X': x, 'y': y}, do_compression=True)
     with pytest.raises(UserError, match=r'train_32x32\.mat is damaged or not the published file '
                                         r'\(ValueError: an element of 32,000 bytes'):
-        cd.create_svhn(str(ml_data), str(tmp_path))
+        svhn.create_svhn(str(ml_data), str(tmp_path))
     assert os.listdir(ml_data) == []
