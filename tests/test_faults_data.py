@@ -8,19 +8,22 @@ paths that are folders, files where a folder is expected, or a monkeypatched `os
 import glob
 import json
 import os
+import re
 import resource
 import signal
+import struct
 import subprocess
 import sys
 import tarfile
 import time
+import zlib
 
 import numpy as np
 import pytest
 
 from conftest import REPO, make_images, run_script, write_records
 from libml import data, utils
-from libml.sources import archives, cifar, digits, output, stl10, svhn
+from libml.sources import archives, cifar, digits, stl10, svhn
 from libml.utils import UserError
 from test_create_datasets import write_tar
 from test_create_split import cs
@@ -569,17 +572,45 @@ def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
         stl10.create_stl10(str(ml_data), str(tmp_path))
 
 
-def test_svhn_mat_reads_are_bounded(ml_data, tmp_path, monkeypatch):
+def svhn_bomb(path, images):
+    """A compressed .mat whose X declares one image (its header passes) while its data inflates
+    to `images` images of zeros, as a hostile file would, plus a y of one label."""
     import scipy.io
-    monkeypatch.setattr(output, 'CHUNK', 2)
-    monkeypatch.setattr(svhn, 'MAT_READ_LIMIT', 16 << 10)
-    # y of 4,000 float64 labels (32 kB) stands for an element larger than the format allows.
-    n = 4000
-    x = np.zeros((32, 32, 3, n), np.uint8)
-    y = np.ones((n, 1))
-    for part in ('train', 'test', 'extra'):
-        scipy.io.savemat(tmp_path / f'{part}_32x32.mat', {'X': x, 'y': y}, do_compression=True)
-    with pytest.raises(UserError, match=r'train_32x32\.mat is damaged or not the published file '
-                                        r'\(ValueError: an element of 32,000 bytes'):
+    scipy.io.savemat(path, {'X': np.zeros((32, 32, 3, images), np.uint8)})
+    raw = bytearray(path.read_bytes())
+    raw[172:176] = (1).to_bytes(4, 'little')  # X's 4th dimension: header, flags, dims tag
+    element = zlib.compress(bytes(raw[128:]))
+    scipy.io.savemat(path, {'y': np.ones((1, 1))}, do_compression=True)
+    y = path.read_bytes()
+    path.write_bytes(y[:128] + struct.pack('<II', 15, len(element)) + element + y[128:])
+
+
+@pytest.mark.parametrize('case', ['labels', 'inflated', 'file size'])
+def test_svhn_files_are_bounded_before_they_are_loaded(ml_data, tmp_path, monkeypatch, case):
+    """A file declaring more images than the published one, inflating to more than it can hold,
+    or larger on disk, is refused by its size and shapes before scipy.io.loadmat sees it."""
+    import scipy.io
+    monkeypatch.setitem(svhn.PARTS, 'train', 1000)  # 1000 images, 16 MiB to spare: 20 MB
+    loaded, real_loadmat = [], scipy.io.loadmat
+    monkeypatch.setattr(scipy.io, 'loadmat', lambda path, **kw: loaded.append(path) or
+                        real_loadmat(path, **kw))
+    for part in ('test', 'extra'):
+        scipy.io.savemat(tmp_path / f'{part}_32x32.mat', {'X': np.zeros((32, 32, 3, 1), np.uint8),
+                                                          'y': np.ones((1, 1))})
+    train = tmp_path / 'train_32x32.mat'
+    if case == 'labels':
+        scipy.io.savemat(train, {'X': np.zeros((32, 32, 3, 1200), np.uint8),
+                                 'y': np.ones((1200, 1))}, do_compression=True)
+        words = r'damaged or not the published file \(ValueError: y declares 1,200 images'
+    elif case == 'inflated':
+        svhn_bomb(train, 8000)  # 25 MB of zeros: 24 kB compressed
+        words = r'not the published file: it decompresses to more than 19,857,216 bytes'
+    else:
+        scipy.io.savemat(train, {'X': np.zeros((32, 32, 3, 1), np.uint8), 'y': np.ones((1, 1))})
+        os.truncate(train, 20 << 20)  # sparse: no disk used
+        words = r'not the published file: it has 20,971,520 bytes, more than the published one'
+    assert os.path.getsize(train) < 64 << 10 or case == 'file size'
+    with pytest.raises(UserError, match=rf'^{re.escape(str(train))} is {words}.*delete it'):
         svhn.create_svhn(str(ml_data), str(tmp_path))
+    assert loaded == []
     assert os.listdir(ml_data) == []
