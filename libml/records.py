@@ -42,7 +42,9 @@ def make_example(png, label, source=None):
                'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))}
     if source is not None:
         feature['source'] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(source)]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: the same record gives the same bytes in every process (map field order)
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+        deterministic=True)
 
 
 def serialize_records(png, label, source=None):

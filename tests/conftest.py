@@ -18,17 +18,6 @@ def ml_data(tmp_path, monkeypatch):
     return path
 
 
-def load_script(name, path):
-    """Imports a script as a module once (its absl flags may be defined only once per process)."""
-    import importlib.util
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def run_script(*args, cwd=REPO, env=None, timeout=600):
     """Runs `python SCRIPT ARGS...` from the repository root; returns the CompletedProcess."""
     full_env = dict(os.environ, **(env or {}))  # TensorFlow's log level: libml's default

@@ -1,7 +1,6 @@
 """scripts/create_datasets.py: archives in their published layouts give back exactly their pixels
 and labels; digits; custom folders with real-world mess; downloads; and the user's mistakes."""
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -19,33 +18,24 @@ from conftest import REPO, assert_ok, assert_user_error, run_script
 import libml  # noqa: F401,I100  (before TensorFlow)
 import tensorflow as tf
 from libml import records
+from libml.sources import archives, cifar, custom, digits, download, output, stl10, svhn
 from libml.utils import UserError
 
 SCRIPT = os.path.join(REPO, 'scripts', 'create_datasets.py')
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location('create_datasets', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cd = _load_script()
-
-
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch, tmp_path):
     """Tests never download: every canonical URL points to a missing local file."""
-    for filename, source in cd.ARCHIVES.items():
-        offline = cd.Archive((tmp_path / 'offline' / filename).as_uri(), source.md5)
-        monkeypatch.setitem(cd.ARCHIVES, filename, offline)
+    for filename, source in download.ARCHIVES.items():
+        offline = download.Archive((tmp_path / 'offline' / filename).as_uri(), source.md5)
+        monkeypatch.setitem(download.ARCHIVES, filename, offline)
 
 
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 2 images, so the tiny archives below still go through several chunks."""
-    monkeypatch.setattr(cd, 'CHUNK', 2)
+    monkeypatch.setattr(output, 'CHUNK', 2)
 
 
 def read_back(path):
@@ -151,7 +141,7 @@ def test_cifar10_exact_pixels_labels_and_names(ml_data, tmp_path, small_chunks):
     archives = tmp_path / 'archives'
     archives.mkdir()
     train, test = make_cifar10(archives / 'cifar-10-python.tar.gz', rng)
-    lines = cd.create_cifar10(str(ml_data), str(archives))
+    lines = cifar.create_cifar10(str(ml_data), str(archives))
     check_records(ml_data / 'cifar10-train.tfrecord', *train, CIFAR10_NAMES)
     check_records(ml_data / 'cifar10-test.tfrecord', *test, CIFAR10_NAMES)
     check_mapping(ml_data, 'cifar10', CIFAR10_NAMES)
@@ -170,7 +160,7 @@ def test_cifar100_fine_labels_and_meta_order(ml_data, tmp_path):
         'cifar-100-python/meta': py2_pickle({'fine_label_names': names,
                                              'coarse_label_names': [f'c{i}' for i in range(20)]})})
     # Coarse labels differ from fine ones: they must not be the ones written.
-    cd.create_cifar100(str(ml_data), str(tmp_path))
+    cifar.create_cifar100(str(ml_data), str(tmp_path))
     check_records(ml_data / 'cifar100-train.tfrecord', *train, names)
     check_records(ml_data / 'cifar100-test.tfrecord', *test, names)
     check_mapping(ml_data, 'cifar100', names)
@@ -191,7 +181,7 @@ def test_cifar_pickles_cannot_run_code(ml_data, tmp_path):
     evil = pickle.dumps({'data': Evil(marker), 'labels': [0]}, protocol=2)
     make_cifar10(tmp_path / 'cifar-10-python.tar.gz', np.random.default_rng(2), batch1=evil)
     with pytest.raises(UserError, match=r'tar\.gz is damaged.*refusing to load io\.open'):
-        cd.create_cifar10(str(ml_data), str(tmp_path))
+        cifar.create_cifar10(str(ml_data), str(tmp_path))
     assert not os.path.exists(marker)
     assert not (ml_data / 'cifar10-train.tfrecord').exists()
 
@@ -199,13 +189,14 @@ def test_cifar_pickles_cannot_run_code(ml_data, tmp_path):
 def test_restricted_unpickler_reads_modern_numpy_pickles():
     array = np.arange(12, dtype=np.uint8).reshape(3, 4)
     for protocol in (2, 3, 5):
-        loaded = cd.load_pickle(pickle.dumps({b'data': array, b'labels': [1, 2, 3]}, protocol))
+        raw = pickle.dumps({b'data': array, b'labels': [1, 2, 3]}, protocol)
+        loaded = archives.load_pickle(raw)
         np.testing.assert_array_equal(loaded['data'], array)
         assert loaded['labels'] == [1, 2, 3]
     # Python 3 pickles bytes at protocol 2 as _codecs.encode(text, 'latin1'); nothing else passes.
     rot13 = b'\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x05\x00\x00\x00rot13\x86R.'
     with pytest.raises(pickle.UnpicklingError, match='rot13'):
-        cd.load_pickle(rot13)
+        archives.load_pickle(rot13)
 
 
 def test_damaged_or_foreign_archives_are_one_line_errors(ml_data, tmp_path):
@@ -213,14 +204,14 @@ def test_damaged_or_foreign_archives_are_one_line_errors(ml_data, tmp_path):
     make_cifar10(path, np.random.default_rng(3))
     path.write_bytes(path.read_bytes()[:4000])  # truncated download
     with pytest.raises(UserError, match=r'cifar-10-python\.tar\.gz is damaged.*delete it'):
-        cd.create_cifar10(str(ml_data), str(tmp_path))
+        cifar.create_cifar10(str(ml_data), str(tmp_path))
     write_tar(path, {'cifar-10-batches-py/readme.html': b'x'})
     with pytest.raises(UserError, match=r'lacks cifar-10-batches-py/batches\.meta'):
-        cd.create_cifar10(str(ml_data), str(tmp_path))
+        cifar.create_cifar10(str(ml_data), str(tmp_path))
     make_svhn(tmp_path, np.random.default_rng(3), {'train': 2, 'test': 2, 'extra': 2})
     (tmp_path / 'train_32x32.mat').write_bytes(b'not a mat file')
     with pytest.raises(UserError, match=r'train_32x32\.mat is damaged'):
-        cd.create_svhn(str(ml_data), str(tmp_path))
+        svhn.create_svhn(str(ml_data), str(tmp_path))
     assert sorted(os.listdir(ml_data)) == []
 
 
@@ -244,7 +235,7 @@ def make_svhn(folder, rng, counts, compress=True, y_dtype=np.uint8):
 def test_svhn_exact_pixels_and_digit_labels(ml_data, tmp_path, small_chunks, compress, y_dtype):
     rng = np.random.default_rng(4)
     parts = make_svhn(tmp_path, rng, {'train': 5, 'test': 3, 'extra': 4}, compress, y_dtype)
-    cd.create_svhn(str(ml_data), str(tmp_path))
+    svhn.create_svhn(str(ml_data), str(tmp_path))
     names = [str(d) for d in range(10)]
     for part, (images, digits) in parts.items():
         check_records(ml_data / f'svhn-{part}.tfrecord', images, digits, names)
@@ -276,7 +267,7 @@ def test_stl10_exact_pixels_labels_unlabeled_and_folds(ml_data, tmp_path, small_
         'stl10_binary/test_y.bin': (test[1] + 1).astype(np.uint8).tobytes(),
         'stl10_binary/class_names.txt': ('\n'.join(STL_NAMES) + '\n').encode(),
         'stl10_binary/fold_indices.txt': b'0 2 \n1 3 \n'})
-    lines = cd.create_stl10(str(ml_data), str(tmp_path))
+    lines = stl10.create_stl10(str(ml_data), str(tmp_path))
     check_records(ml_data / 'stl10-train.tfrecord', *train, STL_NAMES)
     check_records(ml_data / 'stl10-test.tfrecord', *test, STL_NAMES)
     check_records(ml_data / 'stl10-unlabeled.tfrecord', unlabeled, [-1] * 5, STL_NAMES)
@@ -295,14 +286,15 @@ def cifar10_source(tmp_path, monkeypatch):
     source.parent.mkdir()
     train, _ = make_cifar10(source, np.random.default_rng(6))
     md5 = hashlib.md5(source.read_bytes()).hexdigest()
-    monkeypatch.setitem(cd.ARCHIVES, 'cifar-10-python.tar.gz', cd.Archive(source.as_uri(), md5))
+    monkeypatch.setitem(download.ARCHIVES, 'cifar-10-python.tar.gz',
+                        download.Archive(source.as_uri(), md5))
     return source, train
 
 
 def test_download_checks_md5_then_builds(ml_data, tmp_path, cifar10_source):
     source, train = cifar10_source
     downloads = tmp_path / 'downloads'
-    cd.create_cifar10(str(ml_data), str(downloads))
+    cifar.create_cifar10(str(ml_data), str(downloads))
     assert os.listdir(downloads) == ['cifar-10-python.tar.gz']
     assert (downloads / 'cifar-10-python.tar.gz').read_bytes() == source.read_bytes()
     check_records(ml_data / 'cifar10-train.tfrecord', *train, CIFAR10_NAMES)
@@ -310,20 +302,21 @@ def test_download_checks_md5_then_builds(ml_data, tmp_path, cifar10_source):
 
 def test_download_with_wrong_md5_keeps_nothing(ml_data, tmp_path, cifar10_source, monkeypatch):
     source, _ = cifar10_source
-    wrong = cd.Archive(source.as_uri(), '0' * 32)
-    monkeypatch.setitem(cd.ARCHIVES, 'cifar-10-python.tar.gz', wrong)
+    wrong = download.Archive(source.as_uri(), '0' * 32)
+    monkeypatch.setitem(download.ARCHIVES, 'cifar-10-python.tar.gz', wrong)
     downloads = tmp_path / 'downloads'
     with pytest.raises(UserError, match=r'arrived damaged \(MD5 [0-9a-f]{32}, expected 0{32}\)'):
-        cd.create_cifar10(str(ml_data), str(downloads))
+        cifar.create_cifar10(str(ml_data), str(downloads))
     assert os.listdir(downloads) == []
     assert os.listdir(ml_data) == []
 
 
 def test_download_failure_says_what_to_do(ml_data, tmp_path, monkeypatch):
     missing = (tmp_path / 'nowhere.tar.gz').as_uri()
-    monkeypatch.setitem(cd.ARCHIVES, 'cifar-10-python.tar.gz', cd.Archive(missing, '0' * 32))
+    monkeypatch.setitem(download.ARCHIVES, 'cifar-10-python.tar.gz',
+                        download.Archive(missing, '0' * 32))
     with pytest.raises(UserError, match=r'cannot download file://.*nowhere\.tar\.gz.*by hand to '):
-        cd.create_cifar10(str(ml_data), str(tmp_path / 'downloads'))
+        cifar.create_cifar10(str(ml_data), str(tmp_path / 'downloads'))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -332,20 +325,20 @@ def test_download_failure_says_what_to_do(ml_data, tmp_path, monkeypatch):
 def test_digits_split_counts_balance_and_pixels(ml_data):
     from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    cd.create_digits(str(ml_data))
+    shipped = load_digits()
+    digits.create_digits(str(ml_data))
     train_images, train_labels = read_back(ml_data / 'digits-train.tfrecord')
     test_images, test_labels = read_back(ml_data / 'digits-test.tfrecord')
     assert train_images.shape == (1297, 8, 8, 1) and test_images.shape == (500, 8, 8, 1)
-    shares = 500 * np.bincount(digits.target) / 1797
+    shares = 500 * np.bincount(shipped.target) / 1797
     assert np.all(np.abs(np.bincount(test_labels, minlength=10) - shares) < 1)
     # The documented scaling, round(v * 255 / 16), and no image lost or repeated.
-    expected = np.floor(digits.images * 255 / 16 + 0.5).astype(np.uint8)[..., None]
-    assert expected[digits.images == 8].max() == 128 and expected.max() == 255
-    mask = cd.digits_test_mask(digits.target)
+    expected = np.floor(shipped.images * 255 / 16 + 0.5).astype(np.uint8)[..., None]
+    assert expected[shipped.images == 8].max() == 128 and expected.max() == 255
+    mask = digits.digits_test_mask(shipped.target)
     np.testing.assert_array_equal(test_images, expected[mask])
     np.testing.assert_array_equal(train_images, expected[~mask])
-    np.testing.assert_array_equal(test_labels, digits.target[mask])
+    np.testing.assert_array_equal(test_labels, shipped.target[mask])
     # The split is fixed: its first test images are documented behaviour, not an accident.
     assert np.flatnonzero(mask)[:8].tolist() == FIRST_DIGITS_TEST
     check_mapping(ml_data, 'digits', [str(d) for d in range(10)])
@@ -422,7 +415,7 @@ def sorted_records(images, labels):
 def test_custom_real_world_mess(ml_data, tmp_path, small_chunks):
     root = tmp_path / 'my data ü'
     classes, expected, unlabeled = messy_dataset(root, np.random.default_rng(7))
-    lines = cd.create_custom(str(ml_data), 'mydataset', str(root / 'train'), str(root / 'test'),
+    lines = custom.create_custom(str(ml_data), 'mydataset', str(root / 'train'), str(root / 'test'),
                              str(root / 'unlabeled'))
     images, labels = read_back(ml_data / 'mydataset-train.tfrecord')
     assert images.shape == (9, 5, 6, 3)
@@ -440,7 +433,7 @@ def test_custom_real_world_mess(ml_data, tmp_path, small_chunks):
 
     # Re-running without --unlabeldir replaces the files and drops the stale unlabelled file,
     # which create_split would otherwise pick up.
-    cd.create_custom(str(ml_data), 'mydataset', str(root / 'train'), str(root / 'test'))
+    custom.create_custom(str(ml_data), 'mydataset', str(root / 'train'), str(root / 'test'))
     assert not (ml_data / 'mydataset-unlabeled.tfrecord').exists()
     assert not (ml_data / 'mydataset-unlabeled.tfrecord.json').exists()
     assert (ml_data / 'mydataset-train.tfrecord').exists()
@@ -458,7 +451,7 @@ def test_custom_greyscale_only_gives_one_channel(ml_data, tmp_path):
     save(tmp_path / 'train' / 'b' / '4.png', la, 'LA')
     for c in 'ab':
         save(tmp_path / 'test' / c / '5.png', grey, 'L')
-    cd.create_custom(str(ml_data), 'grey', str(tmp_path / 'train'), str(tmp_path / 'test'))
+    custom.create_custom(str(ml_data), 'grey', str(tmp_path / 'train'), str(tmp_path / 'test'))
     images, labels = read_back(ml_data / 'grey-train.tfrecord')
     assert images.shape == (4, 4, 4, 1) and labels.tolist() == [0, 0, 1, 1]
     np.testing.assert_array_equal(images[0, ..., 0], grey)
@@ -475,9 +468,9 @@ def test_custom_sizes_resize_and_exif_orientation(ml_data, tmp_path):
         save(tmp_path / 'test' / c / 't.png', rgb(rng, 4, 6))
     args = str(ml_data), 'sizes', str(tmp_path / 'train'), str(tmp_path / 'test')
     with pytest.raises(UserError, match=r'different sizes: .* is 6x4, .* is 6x8; pass --img_size'):
-        cd.create_custom(*args)
+        custom.create_custom(*args)
     assert os.listdir(ml_data) == []
-    cd.create_custom(*args, img_size=5)
+    custom.create_custom(*args, img_size=5)
     images, _ = read_back(ml_data / 'sizes-train.tfrecord')
     assert images.shape == (2, 5, 5, 3)
     for got, path in zip(images, (small, big)):  # the one filter of libml/images.py
@@ -490,7 +483,7 @@ def test_custom_sizes_resize_and_exif_orientation(ml_data, tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     save(tmp_path / 'train' / 'b' / 'big.png', sideways, exif=exif)
-    cd.create_custom(*args)
+    custom.create_custom(*args)
     images, labels = read_back(ml_data / 'sizes-train.tfrecord')
     np.testing.assert_array_equal(images[labels == 1][0], np.rot90(sideways, k=-1))
 
@@ -506,9 +499,9 @@ def test_custom_undecodable_images_listed_or_skipped(ml_data, tmp_path, caplog):
     args = str(ml_data), 'bad', str(tmp_path / 'train'), str(tmp_path / 'test')
     with pytest.raises(UserError, match=r'2 image\(s\) cannot be decoded: .*empty\.png.*cut\.jpg.*'
                                         r'--skip_bad_images'):
-        cd.create_custom(*args)
+        custom.create_custom(*args)
     assert os.listdir(ml_data) == []  # nothing under a final name, no temporary left over
-    lines = cd.create_custom(*args, skip_bad_images=True)
+    lines = custom.create_custom(*args, skip_bad_images=True)
     assert f'wrote {ml_data / "bad-train.tfrecord"}: 2 records' in lines
     assert 'skipped 2 image(s)' in caplog.text
 
@@ -528,7 +521,7 @@ def test_custom_folder_mistakes(ml_data, tmp_path, layout, words):
         else:
             save(tmp_path / entry, rgb(np.random.default_rng(11)))
     with pytest.raises(UserError) as error:
-        cd.create_custom(str(ml_data), 'x', str(tmp_path / 'train'), str(tmp_path / 'test'))
+        custom.create_custom(str(ml_data), 'x', str(tmp_path / 'train'), str(tmp_path / 'test'))
     for word in words:
         assert word.strip('"') in str(error.value)
     assert os.listdir(ml_data) == []

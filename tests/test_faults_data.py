@@ -8,21 +8,24 @@ paths that are folders, files where a folder is expected, or a monkeypatched `os
 import glob
 import json
 import os
+import re
 import resource
 import signal
+import struct
 import subprocess
 import sys
 import tarfile
 import time
+import zlib
 
 import numpy as np
 import pytest
 
 from conftest import REPO, make_images, run_script, write_records
 from libml import files, names, records
+from libml.sources import archives, cifar, digits, stl10, svhn
 from libml.utils import UserError
 from test_create_datasets import write_tar
-from conftest import load_script
 from test_create_split import cs
 
 import filter_dataset as fd  # noqa: E402  (at the repository root, on sys.path via conftest)
@@ -483,7 +486,6 @@ def test_the_next_run_removes_what_a_sigkill_left(ml_data, big_input):
 
 
 def test_create_datasets_removes_temporaries_of_a_killed_run(ml_data):
-    cd = load_script('create_datasets', CREATE_DATASETS)
     dead = 999999999  # no such process
     stale = [ml_data / f'.digits-train.tfrecord.partial-{dead}',
              ml_data / f'.digits-train.tfrecord.json.partial-{dead}',
@@ -491,7 +493,7 @@ def test_create_datasets_removes_temporaries_of_a_killed_run(ml_data):
     alive = ml_data / f'.digits-test.tfrecord.partial-{os.getppid()}'  # a running writer's
     for path in stale + [alive]:
         path.write_bytes(b'partial')
-    cd.create_digits(str(ml_data))
+    digits.create_digits(str(ml_data))
     assert [p for p in stale if p.exists()] == [] and alive.exists()
     assert records.read_meta(str(ml_data / 'digits-train.tfrecord'))['count'] == 1297
 
@@ -543,10 +545,9 @@ def test_metadata_older_than_its_record_file_is_not_trusted(ml_data):
 # 13. Archives that decompress to more than the published files hold.
 
 def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
-    cd = load_script('create_datasets', CREATE_DATASETS)
     # 4 MB of zeros compress to 4 kB; with the limit lowered to 64 kB, it stands for the 764 kB
     # archive that inflated to 823 MB against the real limits.
-    monkeypatch.setitem(cd.MEMBER_LIMITS, 'cifar-10-batches-py/data_batch_1', 64 << 10)
+    monkeypatch.setitem(archives.MEMBER_LIMITS, 'cifar-10-batches-py/data_batch_1', 64 << 10)
     archive = write_tar(tmp_path / 'cifar-10-python.tar.gz',
                      {'cifar-10-batches-py/data_batch_1': bytes(4 << 20)})
     assert os.path.getsize(archive) < 64 << 10
@@ -555,7 +556,7 @@ def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
     monkeypatch.setattr(tarfile.ExFileObject, 'read',
                         lambda self, size=-1: read.append(size) or real_read(self, size))
     with pytest.raises(UserError) as e:
-        cd.create_cifar10(str(ml_data), str(tmp_path))
+        cifar.create_cifar10(str(ml_data), str(tmp_path))
     message = str(e.value)
     assert str(archive) in message and 'cifar-10-batches-py/data_batch_1' in message
     assert 'decompression bomb' in message and 'delete it' in message
@@ -563,25 +564,53 @@ def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
     assert os.listdir(ml_data) == []
 
     # STL-10's unlabelled images are streamed, but are limited too (their exact size).
-    monkeypatch.setitem(cd.MEMBER_LIMITS, 'stl10_binary/unlabeled_X.bin', 2 * cd.STL_BYTES)
+    monkeypatch.setitem(archives.MEMBER_LIMITS, 'stl10_binary/unlabeled_X.bin',
+                        2 * stl10.STL_BYTES)
     archive = write_tar(tmp_path / 'stl10_binary.tar.gz',
-                     {'stl10_binary/unlabeled_X.bin': bytes(3 * cd.STL_BYTES)})
+                     {'stl10_binary/unlabeled_X.bin': bytes(3 * stl10.STL_BYTES)})
     with pytest.raises(UserError, match='its member stl10_binary/unlabeled_X.bin is larger'):
-        cd.create_stl10(str(ml_data), str(tmp_path))
+        stl10.create_stl10(str(ml_data), str(tmp_path))
 
 
-def test_svhn_mat_reads_are_bounded(ml_data, tmp_path, monkeypatch):
+def svhn_bomb(path, images):
+    """A compressed .mat whose X declares one image (its header passes) while its data inflates
+    to `images` images of zeros, as a hostile file would, plus a y of one label."""
     import scipy.io
-    cd = load_script('create_datasets', CREATE_DATASETS)
-    monkeypatch.setattr(cd, 'CHUNK', 2)
-    monkeypatch.setattr(cd, 'MAT_READ_LIMIT', 16 << 10)
-    # y of 4,000 float64 labels (32 kB) stands for an element larger than the format allows.
-    n = 4000
-    x = np.zeros((32, 32, 3, n), np.uint8)
-    y = np.ones((n, 1))
-    for part in ('train', 'test', 'extra'):
-        scipy.io.savemat(tmp_path / f'{part}_32x32.mat', {'X': x, 'y': y}, do_compression=True)
-    with pytest.raises(UserError, match=r'train_32x32\.mat is damaged or not the published file '
-                                        r'\(ValueError: an element of 32,000 bytes'):
-        cd.create_svhn(str(ml_data), str(tmp_path))
+    scipy.io.savemat(path, {'X': np.zeros((32, 32, 3, images), np.uint8)})
+    raw = bytearray(path.read_bytes())
+    raw[172:176] = (1).to_bytes(4, 'little')  # X's 4th dimension: header, flags, dims tag
+    element = zlib.compress(bytes(raw[128:]))
+    scipy.io.savemat(path, {'y': np.ones((1, 1))}, do_compression=True)
+    y = path.read_bytes()
+    path.write_bytes(y[:128] + struct.pack('<II', 15, len(element)) + element + y[128:])
+
+
+@pytest.mark.parametrize('case', ['labels', 'inflated', 'file size'])
+def test_svhn_files_are_bounded_before_they_are_loaded(ml_data, tmp_path, monkeypatch, case):
+    """A file declaring more images than the published one, inflating to more than it can hold,
+    or larger on disk, is refused by its size and shapes before scipy.io.loadmat sees it."""
+    import scipy.io
+    monkeypatch.setitem(svhn.PARTS, 'train', 1000)  # 1000 images, 16 MiB to spare: 20 MB
+    loaded, real_loadmat = [], scipy.io.loadmat
+    monkeypatch.setattr(scipy.io, 'loadmat', lambda path, **kw: loaded.append(path) or
+                        real_loadmat(path, **kw))
+    for part in ('test', 'extra'):
+        scipy.io.savemat(tmp_path / f'{part}_32x32.mat', {'X': np.zeros((32, 32, 3, 1), np.uint8),
+                                                          'y': np.ones((1, 1))})
+    train = tmp_path / 'train_32x32.mat'
+    if case == 'labels':
+        scipy.io.savemat(train, {'X': np.zeros((32, 32, 3, 1200), np.uint8),
+                                 'y': np.ones((1200, 1))}, do_compression=True)
+        words = r'damaged or not the published file \(ValueError: y declares 1,200 images'
+    elif case == 'inflated':
+        svhn_bomb(train, 8000)  # 25 MB of zeros: 24 kB compressed
+        words = r'not the published file: it decompresses to more than 19,857,216 bytes'
+    else:
+        scipy.io.savemat(train, {'X': np.zeros((32, 32, 3, 1), np.uint8), 'y': np.ones((1, 1))})
+        os.truncate(train, 20 << 20)  # sparse: no disk used
+        words = r'not the published file: it has 20,971,520 bytes, more than the published one'
+    assert os.path.getsize(train) < 64 << 10 or case == 'file size'
+    with pytest.raises(UserError, match=rf'^{re.escape(str(train))} is {words}.*delete it'):
+        svhn.create_svhn(str(ml_data), str(tmp_path))
+    assert loaded == []
     assert os.listdir(ml_data) == []

@@ -17,13 +17,12 @@ from conftest import REPO, assert_ok, assert_user_error, run_script
 import libml  # noqa: F401,I100  (before TensorFlow)
 import tensorflow as tf
 from libml import folders, images, predict, records
+from libml.sources import custom
 from libml.utils import UserError
-from conftest import load_script
 from test_inference import make_run
 
 CREATE = os.path.join(REPO, 'scripts', 'create_datasets.py')
 REALMIX = os.path.join(REPO, 'realmix.py')
-cd = load_script('create_datasets', CREATE)
 
 
 def save(path, pixels, mode=None, fmt=None, **kwargs):
@@ -415,7 +414,7 @@ def test_training_and_prediction_see_identical_pixels(ml_data, tmp_path, monkeyp
         save(grey_root / 'train' / c / f'{i}_16.png', rng.integers(0, 65536, (6, 6)).astype(np.uint16))
         save(grey_root / 'train' / c / f'{i}_la.png', rng.integers(0, 256, (6, 6, 2), dtype=np.uint8), 'LA')
         save(grey_root / 'test' / c / 't.png', rng.integers(0, 256, (6, 6), dtype=np.uint8), 'L')
-    cd.create_custom(str(ml_data), 'grey', str(grey_root / 'train'), str(grey_root / 'test'))
+    custom.create_custom(str(ml_data), 'grey', str(grey_root / 'train'), str(grey_root / 'test'))
     stored, _ = record_pixels(ml_data / 'grey-train.tfrecord')
     assert stored.shape == (6, 6, 6, 1)
     paths = predict.list_images(grey_root / 'train', ['a', 'b'], 2)[0]
@@ -485,7 +484,7 @@ def test_custom_folders_must_be_distinct(ml_data, tmp_path, layout, words):
     os.symlink(tmp_path / 'data' / 'train', tmp_path / 'link_to_train')
     folders = {k: str(tmp_path / v) for k, v in layout.items()}
     with pytest.raises(UserError) as e:
-        cd.create_custom(str(ml_data), 'x', folders['traindir'], folders['testdir'],
+        custom.create_custom(str(ml_data), 'x', folders['traindir'], folders['testdir'],
                          folders.get('unlabeldir'))
     for word in words:
         assert word in str(e.value), str(e.value)
