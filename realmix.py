@@ -19,7 +19,7 @@ from absl import flags
 
 from libml import layers, train
 from libml.options import changed, define_flags, from_flags, option
-from libml.utils import UserError, no_extra_args, run
+from libml.utils import UserError
 
 FLAGS = flags.FLAGS
 
@@ -122,11 +122,5 @@ class RealMix:
         return loss, stats
 
 
-def main(argv):
-    no_extra_args(argv)
-    hyper = from_flags(Hyper)
-    train.train_from_flags(FLAGS, lambda nclass: RealMix(nclass, FLAGS.train_kimg, hyper))
-
-
 if __name__ == '__main__':
-    run(main)
+    train.main(lambda nclass: RealMix(nclass, FLAGS.train_kimg, from_flags(Hyper)))

@@ -3,8 +3,6 @@ baselines): each Config field is a flag with the field's default, so each defaul
 """
 import dataclasses
 
-from absl import flags
-
 from libml import images, names
 from libml.options import define_flags, option
 from libml.utils import UserError
@@ -72,30 +70,43 @@ class Config:
 
 
 define_flags(Config)
-# The entry points' other flags: which data, the original's compatibility flags, inference.
-flags.DEFINE_string('dataset', None, 'Dataset NAME.SEED@SIZE-VALID (RealMix) or NAME-VALID '
-                    '(baselines), e.g. cifar10.3@250-5000; its files must exist under $ML_DATA.')
-flags.DEFINE_integer('nclass', 0, 'Class count; read from the data (a disagreeing value is an error).')
-flags.DEFINE_integer('img_size', 0, 'Image size; read from the data (a disagreeing value is an error).')
-flags.DEFINE_string('class_mapping', None, 'JSON {"0": "cat", ...} naming the classes for per-class '
-                    'accuracy: a path or a file name in $ML_DATA. Default: the mapping written by '
-                    'create_datasets.py.')
-flags.DEFINE_string('train_record', None, 'Baselines: training records (path, or file name in '
-                    '$ML_DATA); default NAME-train.tfrecord.')
-flags.DEFINE_string('test_record', None, 'Baselines: test records (path, or file name in $ML_DATA); '
-                    'default NAME-test.tfrecord.')
-flags.DEFINE_bool('custom_dataset', False, 'Accepted for compatibility; no longer needed '
-                  '(any dataset whose files exist works).')
-flags.DEFINE_integer('label_size', 0, 'Accepted for compatibility; no longer needed.')
-flags.DEFINE_integer('valid_size', 0, 'Accepted for compatibility; no longer needed (the '
-                     'validation size is the -VALID part of --dataset).')
-flags.DEFINE_bool('perform_inference', False, 'Predict --inference_dir with --inference_ckpt '
-                  'instead of training.')
-flags.DEFINE_string('inference_dir', None, 'Folder of images to predict (flat, or one sub-folder '
-                    'per class to also get the accuracy).')
-flags.DEFINE_string('inference_ckpt', None, 'Checkpoint RUN/tf/model.ckpt-NNNNNNNN, or a run folder '
-                    '(its newest checkpoint).')
-flags.DEFINE_string('inference_out', '.', 'Folder for {dataset}_pred.npy and {dataset}_pred.csv.')
-flags.DEFINE_integer('max_image_pixels', images.MAX_IMAGE_PIXELS, 'Inference: images larger than '
-                     'this many pixels (width x height) are skipped, from their header, before '
-                     'decoding.', lower_bound=1)
+
+
+@dataclasses.dataclass
+class Data:
+    """Which data a training script reads (flags), and the original's compatibility flags."""
+    dataset: str = option(None, 'Dataset NAME.SEED@SIZE-VALID (RealMix) or NAME-VALID (baselines), '
+                          'e.g. cifar10.3@250-5000; its files must exist under $ML_DATA.')
+    nclass: int = option(0, 'Class count; read from the data (a disagreeing value is an error).')
+    img_size: int = option(0, 'Image size; read from the data (a disagreeing value is an error).')
+    class_mapping: str = option(None, 'JSON {"0": "cat", ...} naming the classes for per-class '
+                                'accuracy: a path or a file name in $ML_DATA. Default: the mapping '
+                                'written by create_datasets.py.')
+    train_record: str = option(None, 'Baselines: training records (path, or file name in '
+                               '$ML_DATA); default NAME-train.tfrecord.')
+    test_record: str = option(None, 'Baselines: test records (path, or file name in $ML_DATA); '
+                              'default NAME-test.tfrecord.')
+    custom_dataset: bool = option(False, 'Accepted for compatibility; no longer needed (any '
+                                  'dataset whose files exist works).')
+    label_size: int = option(0, 'Accepted for compatibility; no longer needed.')
+    valid_size: int = option(0, 'Accepted for compatibility; no longer needed (the validation '
+                             'size is the -VALID part of --dataset).')
+
+
+@dataclasses.dataclass
+class Inference:
+    """--perform_inference: predict a folder with a trained run instead of training (flags)."""
+    perform_inference: bool = option(False, 'Predict --inference_dir with --inference_ckpt '
+                                     'instead of training.')
+    inference_dir: str = option(None, 'Folder of images to predict (flat, or one sub-folder per '
+                                'class to also get the accuracy).')
+    inference_ckpt: str = option(None, 'Checkpoint RUN/tf/model.ckpt-NNNNNNNN, or a run folder '
+                                 '(its newest checkpoint).')
+    inference_out: str = option('.', 'Folder for {dataset}_pred.npy and {dataset}_pred.csv.')
+    max_image_pixels: int = option(images.MAX_IMAGE_PIXELS, 'Images larger than this many pixels '
+                                   '(width x height) are skipped, from their header, before '
+                                   'decoding.', lower_bound=1)
+
+
+define_flags(Data)
+define_flags(Inference)

@@ -26,12 +26,13 @@ import os
 import shutil
 
 import tensorflow as tf
+from absl import flags
 from tqdm import tqdm
 
 from libml import datasets, distribute, metrics, models, optimizers, pipeline, predict, runs
 from libml.config import Config
 from libml.options import from_flags
-from libml.utils import UserError
+from libml.utils import UserError, no_extra_args, run
 
 
 class NonFiniteLoss(UserError):
@@ -316,3 +317,12 @@ def train_from_flags(flag_values, make_algorithm, supervised=False):
     config.check()
     dataset = dataset_from_flags(fv, supervised)
     return Trainer(make_algorithm(dataset.nclass), dataset, config).train()
+
+
+def main(make_algorithm, supervised=False):
+    """Runs a training script: parses its flags, then trains (or predicts, with
+    --perform_inference). make_algorithm(nclass) is called once the flags are parsed."""
+    def run_main(argv):
+        no_extra_args(argv)
+        train_from_flags(flags.FLAGS, make_algorithm, supervised)
+    run(run_main)

@@ -14,9 +14,8 @@ from sklearn import metrics as sklearn_metrics
 
 from libml import datasets, metrics, models, predict, runs, train
 
-sys.path.insert(0, os.path.join(REPO, 'fully_supervised'))
-import realmix  # noqa: E402
-from fs_baseline import Supervised  # noqa: E402
+import realmix  # at the repository root, on sys.path via conftest
+from libml.baselines import Supervised
 
 TINY = dict(batch=8, filters=4, repeat=1, train_kimg=1, report_kimg=1, save_kimg=1,
             augment='svhn', eval_batch=64)

@@ -18,9 +18,8 @@ import tensorflow as tf
 from libml import datasets, train
 from libml.utils import UserError
 
-sys.path.insert(0, os.path.join(REPO, 'fully_supervised'))
-import realmix  # noqa: E402
-from fs_baseline import Supervised  # noqa: E402
+import realmix  # at the repository root, on sys.path via conftest
+from libml.baselines import Supervised
 
 TINY = dict(batch=8, filters=4, repeat=1, train_kimg=2, report_kimg=1, save_kimg=1,
             augment='svhn', eval_batch=64)
@@ -169,14 +168,14 @@ def test_train_dir_not_writable(ml_data, tmp_path):
 
 MIRRORED = r'''
 import sys
-sys.path[:0] = [{repo!r}, {tests!r}, {fs!r}]
+sys.path[:0] = [{repo!r}, {tests!r}]
 import libml
 import tensorflow as tf
 cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from conftest import make_ssl_dataset
 from libml import datasets, train
-from fs_baseline import Supervised
+from libml.baselines import Supervised
 import realmix
 name = make_ssl_dataset({ml_data!r}) + '-6'
 out = {{}}
@@ -201,7 +200,7 @@ print(repr(out))
 
 def test_mirrored_strategy_matches_one_device(ml_data, tmp_path):
     code = MIRRORED.format(repo=REPO, tests=os.path.join(REPO, 'tests'),
-                           fs=os.path.join(REPO, 'fully_supervised'), ml_data=str(ml_data),
+                           ml_data=str(ml_data),
                            tmp=str(tmp_path))
     result = assert_ok(run_script('-c', code))
     out = eval(result.stdout.strip().splitlines()[-1])
