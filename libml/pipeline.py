@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from libml import augment as augment_lib
 from libml import names, records
-from libml.utils import UserError
+from libml.utils import UserError, check_interrupted
 
 # Decoded images up to this size are cached in memory; larger sets are decoded every epoch.
 CACHE_LIMIT_BYTES = 3 << 30
@@ -104,6 +104,7 @@ def load_arrays(part, shape, limit=None):
         ds = ds.take(limit)
     with dataset_errors(part.path):
         for batch in ds.batch(1024).prefetch(2).as_numpy_iterator():
+            check_interrupted()
             images.append(batch['image'])
             labels.append(batch['label'])
     if not images:

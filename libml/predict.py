@@ -43,7 +43,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from libml import folders, images, names, runs
-from libml.utils import UserError
+from libml.utils import UserError, check_interrupted
 from libml.files import atomic_output
 
 _LISTED = 10  # how many file names a message lists before "and N more"
@@ -164,6 +164,7 @@ def load_images(paths, height, width, channels, batch_size=256,
     if paths:
         batches, failures = _pixel_batches(paths, height, width, channels, batch_size, max_pixels)
         for rows, pixels in batches:
+            check_interrupted()
             out[rows.numpy()] = pixels.numpy().astype(np.uint8)
         if failures:
             raise UserError('cannot decode ' + _some(
@@ -227,6 +228,7 @@ def predict_files(model, paths, height, width, channels, batch_size=256, progres
         if paths:
             batches, _ = _pixel_batches(paths, height, width, channels, batch_size, max_pixels)
             for index, pixels in batches:
+                check_interrupted()
                 probs.append(fn(pixels).numpy())
                 rows.append(index.numpy())
                 bar.update(len(rows[-1]))

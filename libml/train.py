@@ -32,7 +32,7 @@ from tqdm import tqdm
 from libml import datasets, distribute, metrics, models, optimizers, pipeline, predict, runs
 from libml.config import Config
 from libml.options import from_flags
-from libml.utils import UserError, no_extra_args, run
+from libml.utils import UserError, check_interrupted, no_extra_args, run
 
 
 class NonFiniteLoss(UserError):
@@ -262,6 +262,7 @@ class Trainer:
             with tqdm(total=period_end - nimg, unit='img', unit_scale=True, leave=False,
                       desc=f'kimg {nimg >> 10}-{period_end >> 10}', dynamic_ncols=True) as bar:
                 while nimg < period_end:
+                    check_interrupted()  # Ctrl-C stops between steps (libml/utils.py)
                     with pipeline.dataset_errors(*training_files):
                         batch = next(batches)
                     stats = self._train_step(batch, tf.constant(nimg, tf.float32))

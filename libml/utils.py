@@ -29,24 +29,38 @@ class Terminated(KeyboardInterrupt):
 _signals = []
 
 
+def _interrupt(signum):
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 def _on_signal(signum, frame):
+    """The first Ctrl-C or SIGTERM is acted on at the next safe point (check_interrupted); a
+    second one stops at once.
+
+    Raising from the handler itself is not safe: Python runs it between any two bytecodes of the
+    main thread, also while TensorFlow's C++ code waits in a tf.data iterator (it polls for
+    signals there), and an exception raised at that moment crashed create_split with a
+    segmentation fault in about 1 run in 30 under load. Raised inside a weakref callback or a
+    finaliser, it would also be printed as "Exception ignored" and lost (1 Ctrl-C in 4, before).
+    """
     _signals.append(signum)
-    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    if len(_signals) > 1:
+        raise _interrupt(signum)
+    what = 'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'
+    print(f'\n{what}: stopping at the next safe point ({what} again stops at once).',
+          file=sys.stderr, flush=True)
 
 
 def check_interrupted():
-    """Raises again an interrupt (Ctrl-C, SIGTERM) that the program received but lost.
+    """Raises the interrupt (Ctrl-C, SIGTERM) that the program received, if any.
 
-    Python runs a signal handler between any two bytecodes of the main thread, also inside a
-    weakref callback or a finaliser, and an exception raised there is printed as "Exception
-    ignored" and dropped. create_split lost about 1 Ctrl-C in 4 that way: TensorFlow's autograph
-    caches each `Dataset.map` function in a WeakKeyDictionary, whose weakref callback runs when
-    the reading pipeline is freed, and the split was then written in full (exit status 0).
-    Loops over records and every commit of an output (atomic_output) call this, so an
-    interrupt, lost or not, always stops the program before its next output appears.
+    Called at safe points: every batch of records read, every few thousand records written,
+    every training step and predicted batch, before every commit of an output (atomic_output),
+    and by run() when `main` returns; so an interrupt always stops the program before its next
+    output appears.
     """
     if _signals:
-        raise Terminated() if _signals[0] == signal.SIGTERM else KeyboardInterrupt()
+        raise _interrupt(_signals[0])
 
 
 def _unraisable(hook):
