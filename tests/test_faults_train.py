@@ -2,6 +2,7 @@
 user's mistake is one line on stderr."""
 import glob
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -169,3 +170,29 @@ def test_failed_start_leaves_no_run_folder(ml_data, tmp_path):
     write_records(str(ml_data / 'toy-test.tfrecord'), x, np.array([0, 1, 2, 7]), 3)
     assert_user_error(realmix(tmp_path, f'--dataset={name}', '--train_kimg=1'), 'toy-test.tfrecord')
     assert not glob.glob(str(tmp_path / 'exp' / '*' / '*'))
+
+
+def test_ctrl_c_and_sigterm_stop_training_cleanly(ml_data, tmp_path):
+    """One line, exit 130 (Ctrl-C) or 143 (SIGTERM), checkpoints kept, and the run resumes."""
+    name = make_ssl_dataset(str(ml_data)) + '-6'
+    for sig, status in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        cmd = [sys.executable, 'realmix.py', f'--dataset={name}', f'--train_dir={tmp_path / "exp"}',
+               *TINY, '--train_kimg=1000']
+        pattern = str(tmp_path / 'exp' / '*' / '*' / 'tf' / 'model.ckpt-*.index')
+        before = set(glob.glob(pattern))
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.time() + 120
+        while not set(glob.glob(pattern)) - before:  # a new checkpoint: training is under way
+            assert time.time() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == status, err
+        last = [line for line in err.splitlines() if line.strip()][-1]
+        assert ('terminated' if sig == signal.SIGTERM else 'interrupted') in last
+        assert 'Traceback' not in err
+    run = run_folder(tmp_path)
+    assert checkpoints(run)
+    result = assert_ok(realmix(tmp_path, f'--dataset={name}', '--train_kimg=1'))
+    assert 'already trained' in result.stdout
