@@ -13,6 +13,9 @@ Data layout of a semi-supervised dataset `{name}.{seed}@{size}-{valid}` (see lib
                (a record's `source` feature, or its position when it has none, is < valid)
   test       = $ML_DATA/{name}-test.tfrecord, or that of the dataset it derives from
                ({name}_aug{N} -> {name})
+A class-mismatch dataset ({name}_mismatch{N}, README 2.3) validates on the records with a label
+among the first `valid`: its out-of-distribution images (label -1) have no class of the model, so
+they are never validation images (nor training ones, being among the first `valid`).
 """
 import contextlib
 import dataclasses
@@ -37,11 +40,13 @@ class Part:
     """Records of one file used for one purpose.
 
     Records at positions >= `stop` are not read (None: read all). With `exclude_below` > 0,
-    records whose origin (the `source` feature, else the position) is below it are dropped.
+    records whose origin (the `source` feature, else the position) is below it are dropped. With
+    `labelled_only`, records without a label (-1) are dropped.
     """
     path: str
     stop: Optional[int] = None
     exclude_below: int = 0
+    labelled_only: bool = False
 
 
 @dataclasses.dataclass
@@ -112,7 +117,8 @@ def ssl_dataset(name, nclass=0, img_size=0, class_names=None, root=None):
     return Dataset(
         name=name, labelled=Part(label_path),
         unlabelled=Part(unlabel_path, exclude_below=split.valid),
-        valid=Part(unlabel_path, stop=split.valid) if split.valid else None,
+        valid=Part(unlabel_path, stop=split.valid, labelled_only=data.is_mismatch(split.name))
+        if split.valid else None,
         test=Part(test_path), height=label_meta['height'], width=label_meta['width'],
         channels=label_meta['channels'], nclass=nclass, class_names=class_names)
 
@@ -168,6 +174,8 @@ def records(part, shape):
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE).unbatch()
     if part.exclude_below:
         ds = ds.filter(lambda r: r['origin'] >= part.exclude_below)
+    if part.labelled_only:
+        ds = ds.filter(lambda r: r['label'] >= 0)
     return ds.map(_decoder(shape), num_parallel_calls=AUTOTUNE)
 
 
@@ -212,6 +220,9 @@ def load_arrays(part, shape, limit=None):
         for batch in ds.batch(1024).prefetch(2).as_numpy_iterator():
             images.append(batch['image'])
             labels.append(batch['label'])
+    if not images and part.labelled_only:
+        raise UserError(f'the first {part.stop} records of {part.path} are all out of '
+                        'distribution (label -1), so none can validate; use a larger -VALID.')
     if not images:
         raise UserError(f'{part.path} holds no usable records.')
     import numpy as np
