@@ -5,8 +5,21 @@
         --filter_dataset=$ML_DATA/SSL/cifar10.1@250-label.tfrecord \\
         --save_name=$ML_DATA/SSL/cifar6.1@250-label.tfrecord
 
-- Labels are kept unchanged (cifar6 keeps the labels 2..7 and the ten class names of cifar10), so
-  a model's outputs still mean the classes of the original data set.
+- Labels are renumbered (--relabel, the default): the classes of the model (--in_distribution)
+  become 0..K-1 in increasing order, so a model trained on cifar6 has 6 outputs and wastes no
+  probability on classes it never sees. The output's metadata has K classes, the names of those
+  classes, and `class_map` (old label -> new label); an output named like a dataset
+  (`{name}-test.tfrecord`, `SSL/{name}.{seed}@{size}-label.tfrecord`, ...) also gets
+  `{name}_class_mappings.json` beside it ($ML_DATA), so per-class accuracy names the real classes.
+- A kept class that is not a class of the model is out of distribution: its records get the label
+  -1 (no class), so they train as unlabelled images and are never counted in an accuracy.
+- The classes of the model: --in_distribution if given; else, for an output of a class-mismatch
+  dataset `{name}_mismatch{N}` (README 2.3), those recorded for `{name}` when its label (or test)
+  file was filtered, which must therefore be filtered first (the README's order); else
+  --class_filter itself. So README 2.3's commands, run in order as written, give cifar6 six
+  classes, and `--class_filter=0,1,6,7` on the unlabelled file maps 6 -> 4, 7 -> 5, 0 and 1 -> -1.
+- --norelabel keeps every label as it is (the original's behaviour: cifar6 keeps the labels 2..7
+  and the ten class names of cifar10, and a model has 10 outputs).
 - Records keep their order. The first records of a split's unlabelled file are class-interleaved,
   so after filtering they still are, among the classes kept.
 - The unlabelled file of a CIFAR/SVHN split keeps the true label of every image (create_split.py
@@ -22,6 +35,7 @@
   `--filter_dataset=$ML_DATA/cifar10-test.tfrecord --save_name=$ML_DATA/cifar6-test.tfrecord`.
 """
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,46 +54,120 @@ flags.DEFINE_string('filter_dataset', None, 'The record file to filter (a path).
 flags.DEFINE_string('save_name', None, 'The output record file (a path, used as given).')
 flags.DEFINE_bool('keep_unlabeled', False, 'Also keep records without a label (-1), which belong '
                   'to no class and are otherwise dropped.')
+flags.DEFINE_bool('relabel', True, 'Number the classes of the model (--in_distribution) 0..K-1, '
+                  'give the other kept classes the label -1 (out of distribution) and record the '
+                  'mapping; --norelabel keeps every label as it is (the original\'s behaviour).')
+flags.DEFINE_string('in_distribution', None, 'With --relabel: the classes of the model, as indices '
+                    'of the input, e.g. 2,3,4,5,6,7. Default: for an output of {name}_mismatch{N}, '
+                    'the classes recorded when {name}\'s label or test file was filtered; else '
+                    '--class_filter.')
 
 FLAGS = flags.FLAGS
+# An output path named like a dataset's file: {name}-{part}.tfrecord in $ML_DATA, or
+# {name}.{seed}@{size}-{part}.tfrecord in $ML_DATA/SSL.
+_OUTPUT_RE = re.compile(rf'({data.NAME_PATTERN})((?:\.\d+@\d+)?)-\w+\.tfrecord')
 
 
-def parse_class_filter(text, nclass=None):
+def parse_class_filter(text, nclass=None, flag='--class_filter'):
     """'2,3,4' -> [2, 3, 4] (sorted, unique); checks each index against `nclass` when known."""
     try:
         classes = sorted({int(x) for x in (text or '').split(',') if x.strip()})
     except ValueError:
-        raise UserError(f'--class_filter={text!r} must be comma-separated class indices, '
-                        'e.g. --class_filter=2,3,4,5,6,7.') from None
+        raise UserError(f'{flag}={text!r} must be comma-separated class indices, '
+                        f'e.g. {flag}=2,3,4,5,6,7.') from None
     if not classes:
-        raise UserError('--class_filter is required: the class indices to keep, e.g. 2,3,4,5,6,7.')
+        raise UserError(f'{flag} is required: the class indices to keep, e.g. 2,3,4,5,6,7.')
     bad = [c for c in classes if c < 0 or (nclass is not None and c >= nclass)]
     if bad:
         limit = f'0..{nclass - 1}' if nclass is not None else '0 or more'
-        raise UserError(f'--class_filter={text}: class {bad[0]} does not exist (the data has '
+        raise UserError(f'{flag}={text}: class {bad[0]} does not exist (the data has '
                         f'classes {limit}).')
     return classes
 
 
-def filter_records(source, target, class_filter, keep_unlabeled=False, quiet=False):
-    """Writes the records of `source` whose label is in `class_filter` to `target`.
+def output_dataset(target):
+    """(dataset name, '.{seed}@{size}' or '', its $ML_DATA) of an output path named like a
+    dataset's file (see _OUTPUT_RE); None for any other path."""
+    folder, base = os.path.split(os.path.abspath(target))
+    m = _OUTPUT_RE.fullmatch(base)
+    if not m or (m.group(2) and os.path.basename(folder) != 'SSL'):
+        return None
+    return m.group(1), m.group(2), os.path.dirname(folder) if m.group(2) else folder
 
-    class_filter: '2,3,4' or a list of ints. Returns (records kept, records read).
+
+def recorded_classes(target):
+    """For an output of a class-mismatch dataset {name}_mismatch{N}: (file of {name} that records
+    the classes of the model, those classes as input indices or None if that file was not
+    relabelled). None for any other output; a UserError if {name} has no label or test file yet."""
+    out = output_dataset(target)
+    if out is None or not data.is_mismatch(out[0]):
+        return None
+    name, split, root = out
+    candidates = []
+    for ancestor in data.lineage(name)[1:]:
+        if split:
+            candidates.append(data.split_path(ancestor + split, 'label', root))
+        candidates.append(data.record_path(ancestor, 'test', root))
+    for path in candidates:
+        if os.path.exists(path):
+            class_map = data.read_meta(path).get('class_map')
+            if class_map is None:
+                return path, None
+            return path, [int(c) for c, k in sorted(class_map.items(), key=lambda i: i[1]) if k >= 0]
+    raise UserError(f'--save_name={target}: the classes of the model are those of '
+                    f'{data.lineage(name)[-1]}, but it has no filtered label or test file yet '
+                    f'({candidates[0]}); filter it first (README 2.3), or give --in_distribution.')
+
+
+def model_classes(target, classes, nclass, relabel, in_distribution):
+    """The classes of the model as input indices (label i of the output = input class result[i]),
+    or None to keep labels as they are (see the module doc)."""
+    recorded = recorded_classes(target)
+    if not relabel:
+        if in_distribution:
+            raise UserError('--in_distribution renumbers classes; it cannot go with --norelabel.')
+        if recorded and recorded[1] is not None:
+            raise UserError(f'--norelabel: {recorded[0]} was relabelled (its classes are '
+                            f'{",".join(map(str, recorded[1]))}), so the labels of --save_name='
+                            f'{target} would not match it; drop --norelabel.')
+        return None
+    if in_distribution:
+        chosen = parse_class_filter(in_distribution, nclass, '--in_distribution')
+        if recorded and recorded[1] is not None and recorded[1] != chosen:
+            raise UserError(f'--in_distribution={in_distribution} disagrees with the classes '
+                            f'{",".join(map(str, recorded[1]))} recorded in {recorded[0]}; drop it.')
+        return chosen
+    if recorded:
+        if recorded[1] is None:
+            raise UserError(f'{recorded[0]} keeps the labels of its input (not filtered with '
+                            f'--relabel), so --save_name={target} must too: pass --norelabel, or '
+                            'filter that file again without it.')
+        return recorded[1]
+    return classes
+
+
+def filter_records(source, target, class_filter, keep_unlabeled=False, quiet=False, relabel=True,
+                   in_distribution=None):
+    """Writes the records of `source` whose label is in `class_filter` to `target`, relabelled
+    (see the module doc) unless `relabel` is False.
+
+    class_filter, in_distribution: '2,3,4' or a list of ints. Returns (records kept, records read).
     """
     if not source:
         raise UserError('--filter_dataset is required: the record file to filter.')
     if not target:
         raise UserError('--save_name is required: the output record file.')
-    if class_filter is None:  # --class_filter not given: parse_class_filter says it is required
-        class_filter = ''
-    elif not isinstance(class_filter, str):
-        class_filter = ','.join(map(str, class_filter))
-    parse_class_filter(class_filter)  # a malformed filter is reported before any file is read
+    class_filter, in_distribution = (t if t is None or isinstance(t, str) else ','.join(map(str, t))
+                                     for t in (class_filter, in_distribution))
+    parse_class_filter(class_filter or '')  # a malformed filter is reported before any file is read
+    if in_distribution:
+        parse_class_filter(in_distribution, flag='--in_distribution')
     if os.path.abspath(source) == os.path.abspath(target) or (
             os.path.exists(source) and os.path.exists(target) and os.path.samefile(source, target)):
         raise UserError(f'--save_name={target} is the input file; choose another output name.')
     meta = data.read_meta(source, data.creation_hint(source))
     classes = parse_class_filter(class_filter, meta.get('nclass'))
+    model = model_classes(target, classes, meta.get('nclass'), relabel, in_distribution)
     keep = np.array(classes + ([-1] if keep_unlabeled else []), np.int64)
     what = f'a label in {classes}' + (' or no label' if keep_unlabeled else '')
     # Check the metadata first, so "nothing kept" fails before the file is read.
@@ -89,20 +177,39 @@ def filter_records(source, target, class_filter, keep_unlabeled=False, quiet=Fal
         raise UserError(f'no record of {source} has {what} (its labels: '
                         f'{sorted(counts)}); nothing written{hint}.')
     shape = (meta['height'], meta['width'], meta['channels'])
+    nclass, names, extra = meta.get('nclass'), meta.get('class_names'), None
+    if model is not None:
+        # new[old + 1] = the output label of input label old (index 0: old = -1, no label).
+        new = np.full(max(classes + model) + 2, -1, np.int64)
+        new[np.array(model) + 1] = np.arange(len(model))
+        extra = {'class_map': {str(c): int(new[c + 1]) for c in classes}}
+        # An input without class names still names each class of the model by its old index.
+        names = [names[c] if names else str(c) for c in model]
+        nclass = len(model)
     import tensorflow  # noqa: F401  (loaded before the progress bar starts, so its rate is right)
     with tqdm(total=meta['count'], unit='rec', desc='filter', disable=quiet) as bar, \
-            data.RecordWriter(target, shape, nclass=meta.get('nclass'),
-                              class_names=meta.get('class_names')) as writer:
+            data.RecordWriter(target, shape, nclass=nclass, class_names=names,
+                              extra_meta=extra) as writer:
         read = 0
         for batch in data.read_records(source):
             mask = np.isin(batch['label'], keep)
-            for raw, label in zip(batch['raw'][mask].tolist(), batch['label'][mask].tolist()):
+            labels, raws = batch['label'][mask], batch['raw'][mask]
+            if model is not None and len(labels):
+                labels = new[labels + 1]
+                # The label is inside each serialized record: write the records anew (source kept).
+                raws = data.serialize_records(batch['image'][mask], labels,
+                                              batch['source'][mask]).numpy()
+            for raw, label in zip(raws.tolist(), labels.tolist()):
                 writer.write_serialized(raw, label)
             read += len(mask)
             bar.update(len(mask))
         if not writer.count:
             # Raised inside the writer, so the empty output is discarded.
             raise UserError(f'no record of {source} has {what}; nothing written.')
+    out = output_dataset(target)
+    if model is not None and out and len(data.lineage(out[0])) == 1:
+        # Derived datasets ({name}_mismatch{N}) find the mapping of {name} by themselves.
+        data.write_class_mapping(out[0], names, out[2])
     return writer.count, read
 
 
@@ -110,9 +217,19 @@ def main(argv):
     utils.no_extra_args(argv, 'usage: filter_dataset.py --class_filter=2,3 --filter_dataset=IN '
                               '--save_name=OUT')
     kept, total = filter_records(FLAGS.filter_dataset, FLAGS.save_name, FLAGS.class_filter,
-                                 FLAGS.keep_unlabeled)
+                                 FLAGS.keep_unlabeled, relabel=FLAGS.relabel,
+                                 in_distribution=FLAGS.in_distribution)
+    class_map = data.read_meta(FLAGS.save_name).get('class_map')
+    if class_map:
+        ood = [c for c, k in class_map.items() if k < 0]
+        labels = ', '.join(f'{c}->{k}' for c, k in class_map.items() if k >= 0)
+        how = '; '.join(([f'labels {labels}'] if labels else [])
+                        + ([f'{",".join(ood)} out of distribution (-1)'] if ood else []))
+    else:
+        how = 'labels kept'
     print(f'wrote {os.path.abspath(FLAGS.save_name)}: {kept} of {total} records '
-          f'(classes {FLAGS.class_filter}{" and unlabelled" if FLAGS.keep_unlabeled else ""})')
+          f'(classes {FLAGS.class_filter}{" and unlabelled" if FLAGS.keep_unlabeled else ""}; '
+          f'{how})')
 
 
 if __name__ == '__main__':
