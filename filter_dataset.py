@@ -95,10 +95,11 @@ def output_dataset(target):
     return m.group(1), m.group(2), os.path.dirname(folder) if m.group(2) else folder
 
 
-def recorded_classes(target):
+def recorded_classes(target, required=True):
     """For an output of a class-mismatch dataset {name}_mismatch{N}: (file of {name} that records
     the classes of the model, those classes as input indices or None if that file was not
-    relabelled). None for any other output; a UserError if {name} has no label or test file yet."""
+    relabelled). None for any other output, or when {name} has no label or test file yet (then a
+    UserError if `required`)."""
     out = output_dataset(target)
     if out is None or not data.is_mismatch(out[0]):
         return None
@@ -114,6 +115,8 @@ def recorded_classes(target):
             if class_map is None:
                 return path, None
             return path, [int(c) for c, k in sorted(class_map.items(), key=lambda i: i[1]) if k >= 0]
+    if not required:
+        return None
     raise UserError(f'--save_name={target}: the classes of the model are those of '
                     f'{data.lineage(name)[-1]}, but it has no filtered label or test file yet '
                     f'({candidates[0]}); filter it first (README 2.3), or give --in_distribution.')
@@ -122,7 +125,7 @@ def recorded_classes(target):
 def model_classes(target, classes, nclass, relabel, in_distribution):
     """The classes of the model as input indices (label i of the output = input class result[i]),
     or None to keep labels as they are (see the module doc)."""
-    recorded = recorded_classes(target)
+    recorded = recorded_classes(target, required=relabel and not in_distribution)
     if not relabel:
         if in_distribution:
             raise UserError('--in_distribution renumbers classes; it cannot go with --norelabel.')
