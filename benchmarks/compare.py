@@ -73,22 +73,40 @@ NOISE = re.compile(r'^(WARNING: All log messages|[IWE]\d{4} |.*oneDNN custom ope
 SHOWN = re.compile(r'^(kimg \d+ +accuracy|Training |Resuming |.*already trained)')
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def benchmark_parser(doc, seeds, train_dir):
+    """An argument parser with the flags of every benchmark of trained runs on digits-like data:
+    --dataset, --seeds (checked by parse_seeds), --train_dir."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--dataset', default='digits', help='dataset NAME (its {NAME}-train and '
                    '{NAME}-test records under $ML_DATA; digits is built if missing)')
+    p.add_argument('--seeds', default=seeds, help='split seeds (comma-separated); each is also '
+                   'the training seed of the trained models')
+    p.add_argument('--train_dir', default=train_dir, help='root of the runs')
+    return p
+
+
+def parse_seeds(p, args):
+    """args.seed_list from --seeds, and --dataset checked: argparse errors naming the flag."""
+    try:
+        args.seed_list = [int(s) for s in args.seeds.split(',') if s.strip()]
+    except ValueError:
+        p.error(f'--seeds={args.seeds!r}: expected comma-separated integers, e.g. 1,2,3')
+    if not args.seed_list or min(args.seed_list) < 1:
+        p.error('--seeds: give at least one seed, each >= 1 (seed 0 means an unshuffled split)')
+    if re.search(r'[-.@]', args.dataset):
+        p.error(f'--dataset={args.dataset!r}: give the NAME only (no "-", "." or "@"), e.g. digits')
+
+
+def parse_args(argv=None):
+    p = benchmark_parser(__doc__, '1,2,3', 'experiments/compare')
     p.add_argument('--labels', type=int, default=50, help='labelled images per split')
     p.add_argument('--valid', type=int, default=200, help="RealMix's validation images (taken "
                    'from the unlabelled file, never trained on)')
-    p.add_argument('--seeds', default='1,2,3', help='split seeds (comma-separated); each is also '
-                   'the training seed of the three trained models')
     p.add_argument('--quick', action='store_true', help='first seed only (a few minutes on 2 CPU '
                    'cores); its RealMix run is the demo\'s, so after the demo only the baselines '
                    'train; the goals are not judged')
     p.add_argument('--train_kimg', type=int, default=KIMG, help='training duration of each '
                    'trained model in kimg')
-    p.add_argument('--train_dir', default='experiments/compare', help='root of the runs')
     p.add_argument('--shared_args', default=None, help='flags given to all three trainers '
                    '(RealMix-only ones such as --warmup_kimg go to RealMix only); default: the '
                    "demo's digits settings " + ' '.join(demo.TRAIN) + ' for digits, '
@@ -101,18 +119,11 @@ def parse_args(argv=None):
                    '(pixels scaled to [0, 1]; 12 was the best of 0.5..16 on digits@50 seeds 1-3, '
                    'so a strict reference)')
     args = p.parse_args(argv)
-    try:
-        args.seed_list = [int(s) for s in args.seeds.split(',') if s.strip()]
-    except ValueError:
-        p.error(f'--seeds={args.seeds!r}: expected comma-separated integers, e.g. 1,2,3')
-    if not args.seed_list or min(args.seed_list) < 1:
-        p.error('--seeds: give at least one seed, each >= 1 (seed 0 means an unshuffled split)')
+    parse_seeds(p, args)
     if args.quick:
         args.seed_list = args.seed_list[:1]
     if args.train_kimg < 1:
         p.error('--train_kimg must be at least 1')
-    if re.search(r'[-.@]', args.dataset):
-        p.error(f'--dataset={args.dataset!r}: give the NAME only (no "-", "." or "@"), e.g. digits')
     args.methods = {m.strip() for m in args.methods.split(',') if m.strip()}
     unknown = args.methods - {'realmix', 'supervised', 'mixup', 'sklearn'}
     if unknown or 'realmix' not in args.methods:
@@ -419,13 +430,20 @@ def print_goals(args, results, underfit):
         print(f'(Flagged above, so not trustworthy: {", ".join(underfit)}.)')
 
 
-def main():
-    args = parse_args()
+def subprocess_env():
+    """The environment of the entry points run as subprocesses: this one, with $ML_DATA set
+    (./data when unset, said once) here too."""
     env = dict(os.environ)
     if not env.get('ML_DATA'):
         env['ML_DATA'] = os.path.join(REPO, 'data')
         print(f'ML_DATA is not set: using {env["ML_DATA"]}')
     os.environ['ML_DATA'] = env['ML_DATA']
+    return env
+
+
+def main():
+    args = parse_args()
+    env = subprocess_env()
     start = time.time()
     ensure_splits(args, env)
     results, times, sizes, underfit = {}, {}, None, {}

@@ -71,15 +71,10 @@ LS_LABEL = 'LabelSpreading knn k=7'     # compare.sklearn_references' knn row wi
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--dataset', default='digits', help='dataset NAME with at least 10 classes '
-                   '({NAME}-train and {NAME}-test under $ML_DATA; digits is built if missing)')
+    p = compare.benchmark_parser(__doc__, '1,2', 'experiments/mismatch')
     p.add_argument('--labels_per_class', type=int, default=10, help='labelled images per class')
     p.add_argument('--valid_per_class', type=int, default=10, help='validation images per kept '
                    'class (held-out labelled images from the split\'s unlabelled file)')
-    p.add_argument('--seeds', default='1,2', help='split seeds (comma-separated); each is also '
-                   'the training seed')
     p.add_argument('--levels', default='0,25,50,75,100', help='mismatch levels in %% (of 0, 25, '
                    '50, 75, 100)')
     p.add_argument('--mask_candidates', default='0.25,0.5', help="RealMix's --percent_mask "
@@ -89,7 +84,6 @@ def parse_args(argv=None):
                    f'(default {KIMG}; 4 with --quick)')
     p.add_argument('--quick', action='store_true', help='first seed, levels 0 and 100, 4 kimg: a '
                    'smoke test whose numbers mean nothing')
-    p.add_argument('--train_dir', default='experiments/mismatch', help='root of the runs')
     p.add_argument('--out', default=None, help='folder of the CSV, PNG and JSON (default: '
                    '--train_dir)')
     p.add_argument('--shared_args', default=None, help='flags given to every trainer (RealMix-only '
@@ -98,9 +92,7 @@ def parse_args(argv=None):
     p.add_argument('--realmix_args', default=None, help='extra flags for realmix.py only '
                    '(MixMatch and RealMix); default --warmup_kimg=TRAIN_KIMG/2')
     args = p.parse_args(argv)
-    args.seed_list = _ints(p, 'seeds', args.seeds)
-    if min(args.seed_list) < 1:
-        p.error('--seeds: each seed must be >= 1 (seed 0 means an unshuffled split)')
+    compare.parse_seeds(p, args)     # also checks --dataset
     args.level_list = _ints(p, 'levels', args.levels)
     if set(args.level_list) - set(LEVELS):
         p.error(f'--levels={args.levels}: choose among {",".join(map(str, LEVELS))}')
@@ -117,8 +109,6 @@ def parse_args(argv=None):
     for flag in ('labels_per_class', 'valid_per_class', 'train_kimg'):
         if getattr(args, flag) < 1:
             p.error(f'--{flag} must be at least 1')
-    if not compare.re.fullmatch(r'[A-Za-z0-9_]+', args.dataset):
-        p.error(f'--dataset={args.dataset!r}: give the NAME only (letters, digits, "_"), e.g. digits')
     if args.shared_args is None:
         args.shared_args = DIGITS_ARGS if args.dataset == 'digits' else '--augment=cifar10'
     if args.realmix_args is None:
@@ -442,11 +432,7 @@ def verdict(args, rows):
 
 def main():
     args = parse_args()
-    env = dict(os.environ)
-    if not env.get('ML_DATA'):
-        env['ML_DATA'] = os.path.join(REPO, 'data')
-        print(f'ML_DATA is not set: using {env["ML_DATA"]}')
-    os.environ['ML_DATA'] = env['ML_DATA']
+    env = compare.subprocess_env()
     from libml import data
     from libml.utils import UserError, write_json
     start = time.time()
