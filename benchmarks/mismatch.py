@@ -2,7 +2,7 @@
 """Does RealMix still beat the supervised baseline when the unlabelled data hold classes the
 labelled data lack? (The class-mismatch claim of arXiv 1912.08766; README 2.3's recipe.)
 
-    python benchmarks/mismatch.py                 # digits, 10 labels per class, seeds 1,2 (~45 min)
+    python benchmarks/mismatch.py                 # digits, 10 labels per class, seeds 1,2 (~1 h)
     python benchmarks/mismatch.py --quick         # one seed, levels 0 and 100 % (a smoke test)
 
 Data (for every split seed S; the real entry points, as subprocesses):
