@@ -227,7 +227,11 @@ def assemble_level(names, seed, level, labels, valid, per_class, facts):
     new_labels = np.concatenate([b['label'] for b in batches])
     # The filtered file holds, in order, the split's images whose class is in the level.
     origin = np.flatnonzero(np.isin(labels, LEVELS[level]))
-    assert len(origin) == len(raw), (filtered_path, len(origin), len(raw))
+    if len(origin) != len(raw):   # made from another split of that name (recut since)
+        from libml.utils import UserError
+        raise UserError(f'{filtered_path} holds {len(raw)} images, not the {len(origin)} of classes '
+                        f'{LEVELS[level]} in {names.split(seed)}-unlabel: it was filtered from an '
+                        'earlier split; delete it (and its .json) and run again.')
     rng = np.random.default_rng([seed, level])
     chosen = []
     for c in LEVELS[level]:
