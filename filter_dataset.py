@@ -5,8 +5,21 @@
         --filter_dataset=$ML_DATA/SSL/cifar10.1@250-label.tfrecord \\
         --save_name=$ML_DATA/SSL/cifar6.1@250-label.tfrecord
 
-- Labels are kept unchanged (cifar6 keeps the labels 2..7 and the ten class names of cifar10), so
-  a model's outputs still mean the classes of the original data set.
+- Labels are renumbered (--relabel, the default): the classes of the model (--in_distribution)
+  become 0..K-1 in increasing order, so a model trained on cifar6 has 6 outputs and wastes no
+  probability on classes it never sees. The output's metadata has K classes, the names of those
+  classes, and `class_map` (old label -> new label); an output named like a dataset
+  (`{name}-test.tfrecord`, `SSL/{name}.{seed}@{size}-label.tfrecord`, ...) also gets
+  `{name}_class_mappings.json` beside it ($ML_DATA), so per-class accuracy names the real classes.
+- A kept class that is not a class of the model is out of distribution: its records get the label
+  -1 (no class), so they train as unlabelled images and are never counted in an accuracy.
+- The classes of the model: --in_distribution if given; else, for an output of a class-mismatch
+  dataset `{name}_mismatch{N}` (README 2.3), those recorded for `{name}` when its label (or test)
+  file was filtered, which must therefore be filtered first (the README's order); else
+  --class_filter itself. So README 2.3's commands, run in order as written, give cifar6 six
+  classes, and `--class_filter=0,1,6,7` on the unlabelled file maps 6 -> 4, 7 -> 5, 0 and 1 -> -1.
+- --norelabel keeps every label as it is (the original's behaviour: cifar6 keeps the labels 2..7
+  and the ten class names of cifar10, and a model has 10 outputs).
 - Records keep their order. The first records of a split's unlabelled file are class-interleaved,
   so after filtering they still are, among the classes kept.
 - The unlabelled file of a CIFAR/SVHN split keeps the true label of every image (create_split.py
@@ -22,17 +35,10 @@
   `--filter_dataset=$ML_DATA/cifar10-test.tfrecord --save_name=$ML_DATA/cifar6-test.tfrecord`.
 """
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import flags
 
-import libml  # noqa: E402,F401  (sets TensorFlow's environment defaults before TF is imported)
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from libml import names, records, utils  # noqa: E402
-from libml.utils import UserError  # noqa: E402
+from libml import class_filter, records, utils
 
 flags.DEFINE_string('class_filter', None, 'Comma-separated class indices to keep, e.g. '
                     '2,3,4,5,6,7.')
@@ -40,79 +46,34 @@ flags.DEFINE_string('filter_dataset', None, 'The record file to filter (a path).
 flags.DEFINE_string('save_name', None, 'The output record file (a path, used as given).')
 flags.DEFINE_bool('keep_unlabeled', False, 'Also keep records without a label (-1), which belong '
                   'to no class and are otherwise dropped.')
+flags.DEFINE_bool('relabel', True, 'Number the classes of the model (--in_distribution) 0..K-1, '
+                  'give the other kept classes the label -1 (out of distribution) and record the '
+                  'mapping; --norelabel keeps every label as it is (the original\'s behaviour).')
+flags.DEFINE_string('in_distribution', None, 'With --relabel: the classes of the model, as indices '
+                    'of the input, e.g. 2,3,4,5,6,7. Default: for an output of {name}_mismatch{N}, '
+                    'the classes recorded when {name}\'s label or test file was filtered; else '
+                    '--class_filter.')
 
 FLAGS = flags.FLAGS
-
-
-def parse_class_filter(text, nclass=None):
-    """'2,3,4' -> [2, 3, 4] (sorted, unique); checks each index against `nclass` when known."""
-    try:
-        classes = sorted({int(x) for x in (text or '').split(',') if x.strip()})
-    except ValueError:
-        raise UserError(f'--class_filter={text!r} must be comma-separated class indices, '
-                        'e.g. --class_filter=2,3,4,5,6,7.') from None
-    if not classes:
-        raise UserError('--class_filter is required: the class indices to keep, e.g. 2,3,4,5,6,7.')
-    bad = [c for c in classes if c < 0 or (nclass is not None and c >= nclass)]
-    if bad:
-        limit = f'0..{nclass - 1}' if nclass is not None else '0 or more'
-        raise UserError(f'--class_filter={text}: class {bad[0]} does not exist (the data has '
-                        f'classes {limit}).')
-    return classes
-
-
-def filter_records(source, target, class_filter, keep_unlabeled=False, quiet=False):
-    """Writes the records of `source` whose label is in `class_filter` to `target`.
-
-    class_filter: '2,3,4' or a list of ints. Returns (records kept, records read).
-    """
-    if not source:
-        raise UserError('--filter_dataset is required: the record file to filter.')
-    if not target:
-        raise UserError('--save_name is required: the output record file.')
-    if class_filter is None:  # --class_filter not given: parse_class_filter says it is required
-        class_filter = ''
-    elif not isinstance(class_filter, str):
-        class_filter = ','.join(map(str, class_filter))
-    parse_class_filter(class_filter)  # a malformed filter is reported before any file is read
-    if os.path.abspath(source) == os.path.abspath(target) or (
-            os.path.exists(source) and os.path.exists(target) and os.path.samefile(source, target)):
-        raise UserError(f'--save_name={target} is the input file; choose another output name.')
-    meta = records.read_meta(source, names.creation_hint(source))
-    classes = parse_class_filter(class_filter, meta.get('nclass'))
-    keep = np.array(classes + ([-1] if keep_unlabeled else []), np.int64)
-    what = f'a label in {classes}' + (' or no label' if keep_unlabeled else '')
-    # Check the metadata first, so "nothing kept" fails before the file is read.
-    counts = {int(k): v for k, v in (meta.get('label_counts') or {}).items()}
-    if counts and not sum(counts.get(int(c), 0) for c in keep):
-        hint = ' (add --keep_unlabeled to keep records without a label)' if -1 in counts else ''
-        raise UserError(f'no record of {source} has {what} (its labels: '
-                        f'{sorted(counts)}); nothing written{hint}.')
-    shape = (meta['height'], meta['width'], meta['channels'])
-    import tensorflow  # noqa: F401  (loaded before the progress bar starts, so its rate is right)
-    with tqdm(total=meta['count'], unit='rec', desc='filter', disable=quiet) as bar, \
-            records.RecordWriter(target, shape, nclass=meta.get('nclass'),
-                              class_names=meta.get('class_names')) as writer:
-        read = 0
-        for batch in records.read_records(source):
-            mask = np.isin(batch['label'], keep)
-            for raw, label in zip(batch['raw'][mask].tolist(), batch['label'][mask].tolist()):
-                writer.write_serialized(raw, label)
-            read += len(mask)
-            bar.update(len(mask))
-        if not writer.count:
-            # Raised inside the writer, so the empty output is discarded.
-            raise UserError(f'no record of {source} has {what}; nothing written.')
-    return writer.count, read
 
 
 def main(argv):
     utils.no_extra_args(argv, 'usage: filter_dataset.py --class_filter=2,3 --filter_dataset=IN '
                               '--save_name=OUT')
-    kept, total = filter_records(FLAGS.filter_dataset, FLAGS.save_name, FLAGS.class_filter,
-                                 FLAGS.keep_unlabeled)
+    kept, total = class_filter.filter_records(FLAGS.filter_dataset, FLAGS.save_name, FLAGS.class_filter,
+                                 FLAGS.keep_unlabeled, relabel=FLAGS.relabel,
+                                 in_distribution=FLAGS.in_distribution)
+    class_map = records.read_meta(FLAGS.save_name).get('class_map')
+    if class_map:
+        ood = [c for c, k in class_map.items() if k < 0]
+        labels = ', '.join(f'{c}->{k}' for c, k in class_map.items() if k >= 0)
+        how = '; '.join(([f'labels {labels}'] if labels else [])
+                        + ([f'{",".join(ood)} out of distribution (-1)'] if ood else []))
+    else:
+        how = 'labels kept'
     print(f'wrote {os.path.abspath(FLAGS.save_name)}: {kept} of {total} records '
-          f'(classes {FLAGS.class_filter}{" and unlabelled" if FLAGS.keep_unlabeled else ""})')
+          f'(classes {FLAGS.class_filter}{" and unlabelled" if FLAGS.keep_unlabeled else ""}; '
+          f'{how})')
 
 
 if __name__ == '__main__':

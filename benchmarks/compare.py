@@ -74,22 +74,40 @@ NOISE = re.compile(r'^(WARNING: All log messages|[IWE]\d{4} |.*oneDNN custom ope
 SHOWN = re.compile(r'^(kimg \d+ +accuracy|Training |Resuming |.*already trained)')
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def benchmark_parser(doc, seeds, train_dir):
+    """An argument parser with the flags of every benchmark of trained runs on digits-like data:
+    --dataset, --seeds (checked by parse_seeds), --train_dir."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--dataset', default='digits', help='dataset NAME (its {NAME}-train and '
                    '{NAME}-test records under $ML_DATA; digits is built if missing)')
+    p.add_argument('--seeds', default=seeds, help='split seeds (comma-separated); each is also '
+                   'the training seed of the trained models')
+    p.add_argument('--train_dir', default=train_dir, help='root of the runs')
+    return p
+
+
+def parse_seeds(p, args):
+    """args.seed_list from --seeds, and --dataset checked: argparse errors naming the flag."""
+    try:
+        args.seed_list = [int(s) for s in args.seeds.split(',') if s.strip()]
+    except ValueError:
+        p.error(f'--seeds={args.seeds!r}: expected comma-separated integers, e.g. 1,2,3')
+    if not args.seed_list or min(args.seed_list) < 1:
+        p.error('--seeds: give at least one seed, each >= 1 (seed 0 means an unshuffled split)')
+    if re.search(r'[-.@]', args.dataset):
+        p.error(f'--dataset={args.dataset!r}: give the NAME only (no "-", "." or "@"), e.g. digits')
+
+
+def parse_args(argv=None):
+    p = benchmark_parser(__doc__, '1,2,3', 'experiments/compare')
     p.add_argument('--labels', type=int, default=50, help='labelled images per split')
     p.add_argument('--valid', type=int, default=200, help="RealMix's validation images (taken "
                    'from the unlabelled file, never trained on)')
-    p.add_argument('--seeds', default='1,2,3', help='split seeds (comma-separated); each is also '
-                   'the training seed of the three trained models')
     p.add_argument('--quick', action='store_true', help='first seed only (a few minutes on 2 CPU '
                    'cores); its RealMix run is the demo\'s, so after the demo only the baselines '
                    'train; the goals are not judged')
     p.add_argument('--train_kimg', type=int, default=KIMG, help='training duration of each '
                    'trained model in kimg')
-    p.add_argument('--train_dir', default='experiments/compare', help='root of the runs')
     p.add_argument('--shared_args', default=None, help='flags given to all three trainers '
                    '(RealMix-only ones such as --warmup_kimg go to RealMix only); default: the '
                    "demo's digits settings " + ' '.join(DIGITS_FLAGS) + ' for digits, '
@@ -102,18 +120,11 @@ def parse_args(argv=None):
                    '(pixels scaled to [0, 1]; 12 was the best of 0.5..16 on digits@50 seeds 1-3, '
                    'so a strict reference)')
     args = p.parse_args(argv)
-    try:
-        args.seed_list = [int(s) for s in args.seeds.split(',') if s.strip()]
-    except ValueError:
-        p.error(f'--seeds={args.seeds!r}: expected comma-separated integers, e.g. 1,2,3')
-    if not args.seed_list or min(args.seed_list) < 1:
-        p.error('--seeds: give at least one seed, each >= 1 (seed 0 means an unshuffled split)')
+    parse_seeds(p, args)
     if args.quick:
         args.seed_list = args.seed_list[:1]
     if args.train_kimg < 1:
         p.error('--train_kimg must be at least 1')
-    if re.search(r'[-.@]', args.dataset):
-        p.error(f'--dataset={args.dataset!r}: give the NAME only (no "-", "." or "@"), e.g. digits')
     args.methods = {m.strip() for m in args.methods.split(',') if m.strip()}
     unknown = args.methods - {'realmix', 'supervised', 'mixup', 'sklearn'}
     if unknown or 'realmix' not in args.methods:
@@ -127,26 +138,36 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------------------------
 # Data.
 
-def run_script(args, env, title):
+def run_script(args, env, title, tool='compare'):
     print(f'\n== {title}\n$ {" ".join(args)}', flush=True)
     result = subprocess.run([sys.executable, *args], cwd=REPO, env=env)
     if result.returncode:
-        sys.exit(f'compare: "{title}" failed (exit {result.returncode}); see above.')
+        sys.exit(f'{tool}: "{title}" failed (exit {result.returncode}); see above.')
 
 
-def ensure_splits(args, env):
-    ml_data, name = env['ML_DATA'], args.dataset
+def ensure_dataset(name, env, tool='compare'):
+    """$ML_DATA/{name}-train.tfrecord (built for digits when missing, with its test file)."""
+    ml_data = env['ML_DATA']
     train = os.path.join(ml_data, f'{name}-train.tfrecord')
     if not os.path.exists(os.path.join(ml_data, f'{name}-test.tfrecord')) or not os.path.exists(train):
         if name != 'digits':
-            sys.exit(f'compare: {train} or {name}-test.tfrecord is missing under $ML_DATA='
+            sys.exit(f'{tool}: {train} or {name}-test.tfrecord is missing under $ML_DATA='
                      f'{ml_data}; create them with scripts/create_datasets.py (README 1.2).')
-        run_script(['scripts/create_datasets.py', 'digits'], env, 'Build the digits dataset')
+        run_script(['scripts/create_datasets.py', 'digits'], env, 'Build the digits dataset', tool)
+    return train
+
+
+def ensure_splits(args, env, balanced=False, tool='compare'):
+    """The splits {name}.{seed}@{labels} of every seed (cut when missing; `balanced`: the same
+    count per class)."""
+    ml_data, name = env['ML_DATA'], args.dataset
+    train = ensure_dataset(name, env, tool)
     for seed in args.seed_list:
         if not os.path.exists(os.path.join(ml_data, 'SSL', f'{name}.{seed}@{args.labels}-label.tfrecord')):
             run_script(['scripts/create_split.py', f'--seed={seed}',
-                        f'--label_split_size={args.labels}', os.path.join(ml_data, 'SSL', name),
-                        train], env, f'Cut the split {name}.{seed}@{args.labels}')
+                        f'--label_split_size={args.labels}', *(['--class_balance'] * balanced),
+                        os.path.join(ml_data, 'SSL', name), train], env,
+                       f'Cut the split {name}.{seed}@{args.labels}', tool)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,12 +198,17 @@ def split_flags(text):
     return shared, realmix
 
 
+def common_flags(train_dir, kimg, seed, shared):
+    """The trainer flags every trained method gets: 8 evaluations, the last 2 checkpoints kept."""
+    period = max(kimg // 8, 1)
+    return [f'--train_dir={train_dir}', f'--train_kimg={kimg}', f'--report_kimg={period}',
+            f'--save_kimg={period}', '--keep_ckpt=2', f'--seed={seed}', *shared]
+
+
 def command(key, args, seed, train_dir):
     name, labels, kimg = args.dataset, args.labels, args.train_kimg
     shared, realmix_only = split_flags(args.shared_args)
-    period = max(kimg // 8, 1)
-    common = [f'--train_dir={train_dir}', f'--train_kimg={kimg}', f'--report_kimg={period}',
-              f'--save_kimg={period}', '--keep_ckpt=2', f'--seed={seed}', *shared]
+    common = common_flags(train_dir, kimg, seed, shared)
     if key == 'realmix':
         return ['realmix.py', f'--dataset={name}.{seed}@{labels}-{args.valid}', *common,
                 *realmix_only, *args.realmix_args.split()]
@@ -215,18 +241,27 @@ def train_one(key, label, prefix, args, seed, env):
     `--quick` after the demo finds it finished."""
     root = os.path.abspath(args.train_dir)
     train_dir = os.path.join(root, f'{args.dataset}.{seed}@{args.labels}_kimg{args.train_kimg}')
-    os.makedirs(train_dir, exist_ok=True)
     cmd = command(key, args, seed, train_dir)
-    images = args.train_kimg << 10
+    return run_trained(key, f'{label}, seed {seed}', prefix, cmd, train_dir,
+                       args.train_kimg << 10, env)
+
+
+def run_trained(key, title, prefix, cmd, train_dir, images, env, tool='compare'):
+    """Runs the training command `cmd` (its --dataset first) in `train_dir`, or reuses its run
+    when the ledger train_dir/compare_runs.json says the same command finished there before
+    (`key` names the ledger entry and the log {key}.log). `images`: the run's length. Returns
+    (test accuracy, seconds, accuracy on its own labelled images, run folder); a failed run ends
+    the program with the tail of its log, named by `tool`."""
+    os.makedirs(train_dir, exist_ok=True)
     ledger_path = os.path.join(train_dir, 'compare_runs.json')
     ledger = json.load(open(ledger_path)) if os.path.exists(ledger_path) else {}
     entry = ledger.get(key, {})
     if entry.get('command') == cmd and os.path.isdir(entry.get('run_dir', '')):
         found = final_accuracy(entry['run_dir'], images)
         if found is not None:
-            print(f'-- {label}, seed {seed}: finished earlier ({found[0]:.2f}%), {entry["run_dir"]}')
+            print(f'-- {title}: finished earlier ({found[0]:.2f}%), {entry["run_dir"]}')
             return found[0], entry['seconds'], found[1], entry['run_dir']
-    print(f'-- {label}, seed {seed}\n$ {" ".join(cmd)}', flush=True)
+    print(f'-- {title}\n$ {" ".join(cmd)}', flush=True)
     dataset = cmd[1].split('=', 1)[1]
     log_path = os.path.join(train_dir, f'{key}.log')
     from libml.files import write_json
@@ -243,16 +278,16 @@ def train_one(key, label, prefix, args, seed, env):
         with open(log_path, errors='replace') as f:
             tail = re.split(r'[\r\n]', f.read())
         tail = [t for t in tail if t.strip() and not NOISE.match(t) and '%|' not in t][-15:]
-        sys.exit('\n'.join(tail) + f'\ncompare: {label} failed (exit {code}); full log: {log_path}')
+        sys.exit('\n'.join(tail) + f'\n{tool}: {title} failed (exit {code}); full log: {log_path}')
     runs = glob.glob(os.path.join(glob.escape(train_dir), glob.escape(dataset), prefix + '_*',
                                   'args', 'args.json'))
     if not runs:
-        sys.exit(f'compare: {label} finished but left no run folder under {train_dir}/{dataset}.')
+        sys.exit(f'{tool}: {title} finished but left no run folder under {train_dir}/{dataset}.')
     run_dir = os.path.dirname(os.path.dirname(max(runs, key=os.path.getmtime)))
     found = final_accuracy(run_dir, images)
     if found is None:
-        sys.exit(f'compare: {label} finished but {run_dir} has no test accuracy at '
-                 f'{args.train_kimg} kimg; see {log_path}.')
+        sys.exit(f'{tool}: {title} finished but {run_dir} has no test accuracy at '
+                 f'{images >> 10} kimg; see {log_path}.')
     ledger[key] = {'command': cmd, 'run_dir': run_dir, 'seconds': seconds, 'accuracy': found[0],
                    'accuracy_train_labeled': found[1]}
     write_json(ledger_path, ledger)
@@ -381,13 +416,20 @@ def print_goals(args, results, underfit):
         print(f'(Flagged above, so not trustworthy: {", ".join(underfit)}.)')
 
 
-def main():
-    args = parse_args()
+def subprocess_env():
+    """The environment of the entry points run as subprocesses: this one, with $ML_DATA set
+    (./data when unset, said once) here too."""
     env = dict(os.environ)
     if not env.get('ML_DATA'):
         env['ML_DATA'] = os.path.join(REPO, 'data')
         print(f'ML_DATA is not set: using {env["ML_DATA"]}')
     os.environ['ML_DATA'] = env['ML_DATA']
+    return env
+
+
+def main():
+    args = parse_args()
+    env = subprocess_env()
     start = time.time()
     ensure_splits(args, env)
     results, times, sizes, underfit = {}, {}, None, {}

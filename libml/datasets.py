@@ -7,6 +7,9 @@ A semi-supervised dataset `{name}.{seed}@{size}-{valid}` (the names: libml/names
                (a record's `source` feature, or its position when it has none, is < valid)
   test       = $ML_DATA/{name}-test.tfrecord, or that of the dataset it derives from
                ({name}_aug{N} -> {name})
+A class-mismatch dataset ({name}_mismatch{N}, README 2.3) validates on the records with a label
+among the first `valid`: its out-of-distribution images (label -1) have no class of the model, so
+they are never validation images (nor training ones, being among the first `valid`).
 A supervised dataset `{name}-{valid}` (the baselines): validation = the first `valid` records of
 the train file (--train_record), training = the rest, test = --test_record.
 
@@ -32,12 +35,14 @@ class Part:
 
     `count`: records in the file (its metadata). Records at positions >= `stop` are not read
     (None: read all). With `exclude_below` > 0, records whose origin (the `source` feature, else
-    the position) is below it are dropped.
+    the position) is below it are dropped. With `labeled_only`, records without a label (-1) are
+    dropped.
     """
     path: str
     count: int
     stop: Optional[int] = None
     exclude_below: int = 0
+    labeled_only: bool = False
 
 
 @dataclasses.dataclass
@@ -115,8 +120,10 @@ def resolve(name, supervised=None, nclass=0, img_size=0, class_mapping=None):
         labeled, unlabeled = part('label'), part('unlabel', exclude_below=valid)
     else:
         labeled, unlabeled = part('train', exclude_below=valid), None
+    labeled_only = supervised is None and names.is_mismatch(name.split('.')[0])
     return Dataset(name=name, labeled=labeled, unlabeled=unlabeled,
-                   valid=part(cut, stop=valid) if valid else None, test=part('test'),
+                   valid=part(cut, stop=valid, labeled_only=labeled_only) if valid else None,
+                   test=part('test'),
                    height=shape[0], width=shape[1], channels=shape[2], nclass=nclass,
                    class_names=class_names)
 

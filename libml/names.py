@@ -95,6 +95,12 @@ def lineage(name):
     return names
 
 
+def is_mismatch(name):
+    """Whether `name` is, or derives from, a class-mismatch dataset `{name}_mismatch{N}` (README
+    2.3), whose unlabeled records include out-of-distribution images (label -1)."""
+    return any(re.search(r'_mismatch\d+$', n) for n in lineage(name))
+
+
 def record_path(name, part, root=None):
     """$ML_DATA/{name}-{part}.tfrecord (part: train, test, unlabeled, extra)."""
     return os.path.join(root or ml_data(), f'{name}-{part}.tfrecord')

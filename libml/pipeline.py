@@ -48,6 +48,8 @@ def part_records(part, shape):
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE).unbatch()
     if part.exclude_below:
         ds = ds.filter(lambda r: r['origin'] >= part.exclude_below)
+    if part.labeled_only:
+        ds = ds.filter(lambda r: r['label'] >= 0)
     return ds.map(_decoder(shape), num_parallel_calls=AUTOTUNE)
 
 
@@ -107,6 +109,9 @@ def load_arrays(part, shape, limit=None):
             check_interrupted()
             images.append(batch['image'])
             labels.append(batch['label'])
+    if not images and part.labeled_only:
+        raise UserError(f'the first {part.stop} records of {part.path} are all out of '
+                        'distribution (label -1), so none can validate; use a larger -VALID.')
     if not images:
         raise UserError(f'{part.path} holds no usable records.')
     return np.concatenate(images), np.concatenate(labels)

@@ -15,6 +15,8 @@ is complete and in place, so its presence means a complete record file. A record
 (written by another tool, or by a run stopped between the two), or whose metadata file is older
 than itself (it describes an earlier file of that name), is scanned instead, with a warning. A
 metadata file that is not of the form above is an error that says how to fix it (read_meta).
+Files written by filter_dataset.py also hold "class_map": {"2": 0, ..., "0": -1}: label in the
+filtered file -> label here, for every class kept (-1: out of distribution, no class of the model).
 """
 import contextlib
 import json
@@ -117,15 +119,17 @@ class RecordWriter:
     The metadata states what was written, so a wrong input metadata file is not copied into new
     files: the count and label counts; the image shape read from the PNG header of every record
     (`shape` serves only when no record has one; records of different shapes are an error); and
-    nclass and class_names as given, unless a label written lies outside them.
+    nclass and class_names as given, unless a label written lies outside them; and the keys of
+    `extra_meta` as given (e.g. filter_dataset.py's `class_map`).
     """
 
-    def __init__(self, path, shape, nclass=None, class_names=None, overwrite=True):
+    def __init__(self, path, shape, nclass=None, class_names=None, overwrite=True, extra_meta=None):
         self.path = os.path.abspath(path)
         self.shape = tuple(int(x) for x in shape)
         self.nclass = nclass if nclass is not None else (len(class_names) if class_names else None)
         self.class_names = list(class_names) if class_names else None
         self.overwrite = overwrite
+        self.extra_meta = dict(extra_meta or {})
         self.count = 0
         self.label_counts = {}
         self._written_shape = None
@@ -192,7 +196,8 @@ class RecordWriter:
                             'metadata says %d classes%s.', self.path, top - 1, nclass, top,
                             ', without class names' if names else '')
             nclass, names = top, None
-        return {'count': self.count, 'height': shape[0], 'width': shape[1], 'channels': shape[2],
+        return {**self.extra_meta,
+                'count': self.count, 'height': shape[0], 'width': shape[1], 'channels': shape[2],
                 'nclass': nclass, 'class_names': names,
                 'label_counts': {str(k): v for k, v in sorted(self.label_counts.items())}}
 

@@ -237,8 +237,8 @@ def test_svhn_exact_pixels_and_digit_labels(ml_data, tmp_path, small_chunks, com
     parts = make_svhn(tmp_path, rng, {'train': 5, 'test': 3, 'extra': 4}, compress, y_dtype)
     svhn.create_svhn(str(ml_data), str(tmp_path))
     names = [str(d) for d in range(10)]
-    for part, (images, digits) in parts.items():
-        check_records(ml_data / f'svhn-{part}.tfrecord', images, digits, names)
+    for part, (images, numbers) in parts.items():
+        check_records(ml_data / f'svhn-{part}.tfrecord', images, numbers, names)
     check_mapping(ml_data, 'svhn', names)
 
 

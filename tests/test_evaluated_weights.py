@@ -1,12 +1,11 @@
 """The evaluated (EMA) model at any run length: decay warm-up, batch-norm statistics, metrics,
 labelled sets smaller than the batch, and what checkpoints and inference load."""
 import os
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_ok, assert_user_error, make_ssl_dataset, run_script, write_records
+from conftest import assert_ok, assert_user_error, make_ssl_dataset, run_script, write_records
 
 import libml  # noqa: F401
 import tensorflow as tf

@@ -28,7 +28,7 @@ from libml.utils import UserError
 from test_create_datasets import write_tar
 from test_create_split import cs
 
-import filter_dataset as fd  # noqa: E402  (at the repository root, on sys.path via conftest)
+from libml import class_filter as fd
 
 CREATE_SPLIT = os.path.join(REPO, 'scripts', 'create_split.py')
 CREATE_DATASETS = os.path.join(REPO, 'scripts', 'create_datasets.py')
@@ -306,8 +306,11 @@ def test_writers_state_what_they_wrote_not_what_the_input_claimed(ml_data):
     fd.filter_records(source, str(ml_data / 'f.tfrecord'), '0,1,2', quiet=True)
     assert facts(ml_data / 'f.tfrecord') == dict(truth, nclass=3, class_names=['a', 'b', 'c'])
     write_meta(source, dict(lie, nclass=None, class_names=None))
-    fd.filter_records(source, str(ml_data / 'h.tfrecord'), '7', quiet=True)
+    fd.filter_records(source, str(ml_data / 'h.tfrecord'), '7', quiet=True, relabel=False)
     assert facts(ml_data / 'h.tfrecord') == dict(truth, nclass=None)
+    # Renumbered (the default), class 7 is the one class 0 of the output, named by its old index.
+    fd.filter_records(source, str(ml_data / 'i.tfrecord'), '7', quiet=True)
+    assert facts(ml_data / 'i.tfrecord') == dict(truth, nclass=1, class_names=['7'])
 
     # create_split reads every label: the class count is the true one (the lie is refused above)
     write_meta(source, dict(lie, nclass=10, class_names=None))

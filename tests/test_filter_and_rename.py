@@ -13,7 +13,7 @@ from libml import rename as rn
 from libml.utils import UserError
 from test_create_split import NAMES, SHAPE, read_output, write_input
 
-import filter_dataset as fd  # noqa: E402  (at the repository root, on sys.path via conftest)
+from libml import class_filter as fd
 
 RENAME = os.path.join(REPO, 'scripts', 'rename_files.py')
 
@@ -28,26 +28,114 @@ def labelled(ml_data):
     return write_input(ml_data / 'cifar10-test.tfrecord', labels), labels
 
 
-def test_filter_keeps_only_the_classes_in_order(ml_data, labelled):
+def test_filter_keeps_only_the_classes_in_order_renumbered(ml_data, labelled):
     path, labels = labelled
     out = ml_data / 'cifar6-test.tfrecord'
     kept, read = fd.filter_records(path, str(out), '2,3,4,5,6,7', quiet=True)
     ids, out_labels = read_output(out)
     expected = [i for i in range(60) if labels[i] in (2, 3, 4, 5, 6, 7)]
     assert (kept, read) == (36, 60)
-    assert ids.tolist() == expected and out_labels.tolist() == labels[expected].tolist()
+    # Same records in the same order, labels 2..7 renumbered 0..5: the model gets 6 outputs.
+    assert ids.tolist() == expected and out_labels.tolist() == (labels[expected] - 2).tolist()
     meta = records.read_meta(str(out))
-    assert meta['count'] == 36 and meta['nclass'] == 10 and meta['class_names'] == NAMES
-    assert meta['label_counts'] == {str(c): 6 for c in range(2, 8)}
+    assert meta['count'] == 36 and meta['nclass'] == 6 and meta['class_names'] == NAMES[2:8]
+    assert meta['class_map'] == {str(c): c - 2 for c in range(2, 8)}
+    assert meta['label_counts'] == {str(c): 6 for c in range(6)}
     assert (meta['height'], meta['width'], meta['channels']) == SHAPE
+    # Named like a dataset's file: its class mapping names the kept classes (per-class accuracy).
+    assert names.read_class_names('cifar6', str(ml_data)) == NAMES[2:8]
+
+
+def test_filter_norelabel_keeps_labels_as_they_are(ml_data, labelled):
+    path, labels = labelled
+    out = ml_data / 'cifar6-test.tfrecord'
+    fd.filter_records(path, str(out), '2,3,4,5,6,7', quiet=True, relabel=False)
+    ids, out_labels = read_output(out)
+    assert out_labels.tolist() == labels[ids].tolist() and set(out_labels) == {2, 3, 4, 5, 6, 7}
+    meta = records.read_meta(str(out))
+    assert meta['nclass'] == 10 and meta['class_names'] == NAMES and 'class_map' not in meta
+    assert not (ml_data / 'cifar6_class_mappings.json').exists()
+
+
+def readme_mismatch_files(ml_data):
+    """README 2.3's label file and 50 % unlabelled file, filtered in the README's order."""
+    write_input(ml_data / 'SSL' / 'cifar10.1@250-label.tfrecord', np.arange(30) % 10)
+    unlabel = write_input(ml_data / 'SSL' / 'cifar10.1@250-unlabel.tfrecord', np.arange(50) % 10,
+                          first_id=100)
+    fd.filter_records(str(ml_data / 'SSL' / 'cifar10.1@250-label.tfrecord'),
+                      str(ml_data / 'SSL' / 'cifar6.1@250-label.tfrecord'), '2,3,4,5,6,7', quiet=True)
+    return unlabel, str(ml_data / 'SSL' / 'cifar6_mismatch50.1@250-unlabel.tfrecord')
+
+
+def test_filter_mismatch_output_maps_to_its_base_and_ood_to_minus_one(ml_data):
+    unlabel, out = readme_mismatch_files(ml_data)
+    fd.filter_records(unlabel, out, '0,1,6,7', quiet=True)
+    ids, labels = read_output(out)
+    original = (ids - 100) % 10
+    assert set(original) == {0, 1, 6, 7}
+    # cifar6's classes 2..7 -> 0..5: 6 -> 4, 7 -> 5; 0 and 1 are no class of the model: -1.
+    assert labels.tolist() == [{0: -1, 1: -1, 6: 4, 7: 5}[c] for c in original]
+    meta = records.read_meta(out)
+    assert meta['class_map'] == {'0': -1, '1': -1, '6': 4, '7': 5}
+    assert meta['nclass'] == 6 and meta['class_names'] == NAMES[2:8]
+    assert meta['label_counts'] == {'-1': 10, '4': 5, '5': 5}
+
+
+def test_filter_mismatch_output_errors(ml_data):
+    unlabel = write_input(ml_data / 'SSL' / 'cifar10.1@250-unlabel.tfrecord', np.arange(20) % 10)
+    out = str(ml_data / 'SSL' / 'cifar6_mismatch50.1@250-unlabel.tfrecord')
+    # Its base cifar6 is not filtered yet: the classes of the model are unknown.
+    with pytest.raises(UserError, match='cifar6, but it has no filtered label or test file yet.*'
+                                        '--in_distribution'):
+        fd.filter_records(unlabel, out, '0,1,6,7', quiet=True)
+    # Given explicitly, it works without the base.
+    fd.filter_records(unlabel, out, '0,1,6,7', quiet=True, in_distribution='2,3,4,5,6,7')
+    assert sorted(set(read_output(out)[1])) == [-1, 4, 5]
+    fd.filter_records(str(ml_data / 'SSL' / 'cifar10.1@250-unlabel.tfrecord'),
+                      str(ml_data / 'SSL' / 'cifar6.1@250-label.tfrecord'), '2,3,4,5,6,7', quiet=True)
+    with pytest.raises(UserError, match='--in_distribution=2,3 disagrees with the classes 2,3,4,5,6,7'):
+        fd.filter_records(unlabel, out, '0,1,6,7', quiet=True, in_distribution='2,3')
+    with pytest.raises(UserError, match='--norelabel: .*cifar6.1@250-label.tfrecord was relabelled'):
+        fd.filter_records(unlabel, out, '0,1,6,7', quiet=True, relabel=False)
+    with pytest.raises(UserError, match="--in_distribution='2,x' must be comma-separated"):
+        fd.filter_records(unlabel, out, '0,1', quiet=True, in_distribution='2,x')
+    # A base filtered with --norelabel: the mismatch file must keep its labels too.
+    fd.filter_records(str(ml_data / 'SSL' / 'cifar10.1@250-unlabel.tfrecord'),
+                      str(ml_data / 'SSL' / 'cifar6.1@250-label.tfrecord'), '2,3,4,5,6,7',
+                      quiet=True, relabel=False)
+    with pytest.raises(UserError, match='keeps the labels of its input.*pass --norelabel'):
+        fd.filter_records(unlabel, out, '0,1,6,7', quiet=True)
+
+
+def test_mismatch_validation_holds_only_in_distribution_images(ml_data):
+    """The trainer's validation set of a _mismatch dataset: the labelled records among the first
+    VALID, never an out-of-distribution one; those OOD records are not trained on either."""
+    from libml import pipeline
+    unlabel, out = readme_mismatch_files(ml_data)
+    write_input(ml_data / 'cifar10-test.tfrecord', np.arange(20) % 10)
+    fd.filter_records(str(ml_data / 'cifar10-test.tfrecord'), str(ml_data / 'cifar6-test.tfrecord'),
+                      '2,3,4,5,6,7', quiet=True)
+    fd.filter_records(unlabel, out, '0,1,6,7', quiet=True)
+    _, all_labels = read_output(out)          # 0, 1, 6, 7 in turn -> -1, -1, 4, 5
+    ds = pipeline.ssl_dataset('cifar6_mismatch50.1@250-8')
+    assert ds.nclass == 6 and ds.class_names == NAMES[2:8]
+    _, valid = pipeline.load_arrays(ds.valid, ds.shape)
+    assert valid.tolist() == [x for x in all_labels[:8] if x >= 0] == [4, 5, 4, 5]
+    _, train = pipeline.load_arrays(ds.unlabelled, ds.shape)
+    assert train.tolist() == all_labels[8:].tolist()
+    # A validation prefix of out-of-distribution images only: one line naming -VALID.
+    with pytest.raises(UserError, match='first 2 records .* are all out of distribution.*-VALID'):
+        pipeline.load_arrays(pipeline.ssl_dataset('cifar6_mismatch50.1@250-2').valid, ds.shape)
+    # Only mismatch datasets (and those derived from them) drop unlabelled validation records.
+    assert names.is_mismatch('cifar6_mismatch50_aug2') and not names.is_mismatch('cifar6_aug2')
 
 
 def test_filter_unlabelled_records_only_with_keep_unlabeled(ml_data):
     path = write_input(ml_data / 'x-unlabeled.tfrecord', [0, -1, 1, -1, 2], class_names=['a', 'b', 'c'])
     fd.filter_records(path, str(ml_data / 'a.tfrecord'), [0, 2], quiet=True)
-    assert read_output(ml_data / 'a.tfrecord')[1].tolist() == [0, 2]
+    assert read_output(ml_data / 'a.tfrecord')[1].tolist() == [0, 1]      # classes 0, 2 -> 0, 1
     fd.filter_records(path, str(ml_data / 'b.tfrecord'), [0, 2], keep_unlabeled=True, quiet=True)
-    assert read_output(ml_data / 'b.tfrecord')[1].tolist() == [0, -1, -1, 2]
+    assert read_output(ml_data / 'b.tfrecord')[1].tolist() == [0, -1, -1, 1]
 
 
 @pytest.mark.parametrize('class_filter, words', [
@@ -98,7 +186,8 @@ def test_filter_readme_commands(ml_data):
     assert_ok(result)
     assert f'wrote {ml_data}/SSL/cifar6.1@250-label.tfrecord: 18 of 30 records' in result.stdout
     assert f'wrote {ml_data}/cifar6-test.tfrecord: 24 of 40 records' in result.stdout
-    assert sorted(set(read_output(ml_data / 'cifar6-test.tfrecord')[1])) == [2, 3, 4, 5, 6, 7]
+    assert 'labels 2->0, 3->1, 4->2, 5->3, 6->4, 7->5' in result.stdout
+    assert sorted(set(read_output(ml_data / 'cifar6-test.tfrecord')[1])) == [0, 1, 2, 3, 4, 5]
     assert not any('SSL' in d for d, _, _ in os.walk(ml_data / 'SSL' / 'SSL'))  # no doubled path
 
 

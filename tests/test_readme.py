@@ -409,14 +409,23 @@ def check_training(ml_data, workdir):
 
 
 def check_mismatch(ml_data, workdir):
-    """2.3: the filtered cifar6 files, the augmented mismatch dataset and its run"""
-    assert set(meta(exists(ml_data, 'SSL', 'cifar6.1@250-label.tfrecord'))['label_counts']) <= \
-        set('234567')
-    exists(ml_data, 'cifar6-test.tfrecord')
-    for mismatch in (0, 25, 50, 75, 100):
-        exists(ml_data, 'SSL', f'cifar6_mismatch{mismatch}.1@250-unlabel.tfrecord')
+    """2.3: the filtered cifar6 files (six classes, renumbered 0..5; out-of-distribution images
+    -1), the augmented mismatch dataset and its run, whose model has 6 outputs"""
+    with open(os.path.join(ml_data, 'cifar10_class_mappings.json'), encoding='utf-8') as f:
+        names = [n for _, n in sorted(json.load(f).items(), key=lambda kv: int(kv[0]))]
+    for path in (('SSL', 'cifar6.1@250-label.tfrecord'), ('cifar6-test.tfrecord',)):
+        facts = meta(exists(ml_data, *path))
+        assert set(facts['label_counts']) <= set('012345') and facts['nclass'] == 6, facts
+        assert facts['class_names'] == names[2:8], facts
+    for mismatch, ood in ((0, []), (25, ['0']), (50, ['0', '1']), (75, ['0', '1', '8']),
+                          (100, ['0', '1', '8', '9'])):
+        facts = meta(exists(ml_data, 'SSL', f'cifar6_mismatch{mismatch}.1@250-unlabel.tfrecord'))
+        assert [c for c, k in facts['class_map'].items() if k == -1] == ood, facts
+        assert ('-1' in facts['label_counts']) == bool(ood) and facts['nclass'] == 6, facts
     exists(ml_data, 'SSL', 'cifar6_mismatch50_aug2.1@250-unlabel.tfrecord')
-    one_run(workdir, 'experiments/cifar6_mismatch50_aug2.1@250-500')
+    run = one_run(workdir, 'experiments/cifar6_mismatch50_aug2.1@250-500')
+    with open(os.path.join(run, 'args', 'args.json'), encoding='utf-8') as f:
+        assert json.load(f)['nclass'] == 6
 
 
 def check_evaluation(ml_data, workdir):
