@@ -12,20 +12,20 @@
   (`{name}-test.tfrecord`, `SSL/{name}.{seed}@{size}-label.tfrecord`, ...) also gets
   `{name}_class_mappings.json` beside it ($ML_DATA), so per-class accuracy names the real classes.
 - A kept class that is not a class of the model is out of distribution: its records get the label
-  -1 (no class), so they train as unlabelled images and are never counted in an accuracy.
+  -1 (no class), so they train as unlabeled images and are never counted in an accuracy.
 - The classes of the model: --in_distribution if given; else, for an output of a class-mismatch
   dataset `{name}_mismatch{N}` (README 2.3), those recorded for `{name}` when its label (or test)
   file was filtered, which must therefore be filtered first (the README's order); else
   --class_filter itself. So README 2.3's commands, run in order as written, give cifar6 six
-  classes, and `--class_filter=0,1,6,7` on the unlabelled file maps 6 -> 4, 7 -> 5, 0 and 1 -> -1.
+  classes, and `--class_filter=0,1,6,7` on the unlabeled file maps 6 -> 4, 7 -> 5, 0 and 1 -> -1.
 - --norelabel keeps every label as it is (the original's behaviour: cifar6 keeps the labels 2..7
   and the ten class names of cifar10, and a model has 10 outputs).
-- Records keep their order. The first records of a split's unlabelled file are class-interleaved,
+- Records keep their order. The first records of a split's unlabeled file are class-interleaved,
   so after filtering they still are, among the classes kept.
-- The unlabelled file of a CIFAR/SVHN split keeps the true label of every image (create_split.py
+- The unlabeled file of a CIFAR/SVHN split keeps the true label of every image (create_split.py
   copies records as they are), which is what the README's mismatch recipe filters on: e.g.
   `--class_filter=0,1,8,9` on cifar10.1@250-unlabel keeps only images of classes absent from
-  cifar6's labelled set.
+  cifar6's labeled set.
 - A record without a label (-1: the images of a custom `unlabeled/` folder) belongs to no class,
   so no class filter can select it: it is dropped unless --keep_unlabeled is given.
 - --save_name is the output path, used as given (the original prefixed it with $ML_DATA/SSL a
@@ -72,7 +72,7 @@ def main(argv):
     else:
         how = 'labels kept'
     print(f'wrote {os.path.abspath(FLAGS.save_name)}: {kept} of {total} records '
-          f'(classes {FLAGS.class_filter}{" and unlabelled" if FLAGS.keep_unlabeled else ""}; '
+          f'(classes {FLAGS.class_filter}{" and unlabeled" if FLAGS.keep_unlabeled else ""}; '
           f'{how})')
 
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """RealMix (Nair, Fuentes Alonso, Beltramelli, 2019): MixMatch with TSA and out-of-distribution masking.
 
-One step (docs/algorithm.md, "One training step"): guess the unlabelled batch's labels from `nu`
-augmented views (mean softmax, sharpened with T); MixUp labelled and unlabelled examples
+One step (docs/algorithm.md, "One training step"): guess the unlabeled batch's labels from `nu`
+augmented views (mean softmax, sharpened with T); MixUp labeled and unlabeled examples
 (--mixmode); interleave so every forward batch holds both kinds (batch-norm statistics from the
-first batch only); loss = cross-entropy on labelled (TSA may drop examples the model already
-fits) + w_match * warmup * squared error on unlabelled (the least confident fraction
+first batch only); loss = cross-entropy on labeled (TSA may drop examples the model already
+fits) + w_match * warmup * squared error on unlabeled (the least confident fraction
 --percent_mask may be dropped).
 
   python realmix.py --dataset=cifar10.3@250-5000 --augment=cifar10 --tsa=linear_schedule

@@ -3,7 +3,7 @@
 
     python benchmarks/bench_augment.py [--images=5000]
 
-Writes a split `bench.1@250` with --images unlabelled images in a temporary $ML_DATA (synthetic
+Writes a split `bench.1@250` with --images unlabeled images in a temporary $ML_DATA (synthetic
 images that compress about like CIFAR-10 photos: smooth colour fields plus noise), then prints:
   (a) the PNG encoding floor: the same images through a bare tf.io.encode_png loop, and through
       the parallel tf.data encoder of libml.records.encode_png (the faster of the two is the floor);
@@ -14,7 +14,7 @@ images that compress about like CIFAR-10 photos: smooth colour fields plus noise
   (d) online augmentation throughput per preset: batches of 64 in a tf.data pipeline (batch,
       augment, prefetch) from decoded images in memory, and from the PNG file (parse, decode,
       batch, augment, prefetch), images/s; the trainer needs 3 x 64 augmented images per step
-      (labelled + 2 unlabelled views).
+      (labeled + 2 unlabeled views).
 The machine may be shared: timings are the best of a few repeats, and the load is printed.
 """
 import os
@@ -30,7 +30,7 @@ from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-flags.DEFINE_integer('images', 5000, 'Unlabelled images of the benchmark split.')
+flags.DEFINE_integer('images', 5000, 'Unlabeled images of the benchmark split.')
 flags.DEFINE_integer('repeats', 3, 'Repeats of each timing (the best is kept).')
 FLAGS = flags.FLAGS
 

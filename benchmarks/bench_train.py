@@ -243,7 +243,7 @@ class Step:
 
 
 def make_dataset(root, hw, conftest):
-    """A 10-class semi-supervised split of hw x hw x 3 images: 250 labels, 2048 unlabelled +
+    """A 10-class semi-supervised split of hw x hw x 3 images: 250 labels, 2048 unlabeled +
     100 validation, 200 test. Returns its --dataset name."""
     name = f'bench{hw}'
     conftest.make_ssl_dataset(root, name=name, seed=1, shape=(hw, hw, 3), nclass=NCLASS,

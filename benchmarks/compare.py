@@ -9,18 +9,18 @@ scripts/create_split.py (and, for `digits`, builds the dataset with scripts/crea
 then trains, as subprocesses of the entry points users run, each for --train_kimg kimg with the
 same shared flags and the training seed S:
   RealMix     realmix.py --dataset={name}.S@{labels}-{valid}
-              (labelled images + the unlabelled images of the split, minus the validation ones)
+              (labeled images + the unlabeled images of the split, minus the validation ones)
   Supervised  fully_supervised/fs_baseline.py --dataset={name}-0
-              --train_record=SSL/{name}.S@{labels}-label.tfrecord   (exactly the same labelled images)
+              --train_record=SSL/{name}.S@{labels}-label.tfrecord   (exactly the same labeled images)
   MixUp       fully_supervised/fs_mixup.py, likewise
 and fits scikit-learn references on the same images, in this process:
-  LabelSpreading (knn and rbf kernels) on the labelled + the same unlabelled images (pixels / 255),
-  SVC on the labelled images only.
+  LabelSpreading (knn and rbf kernels) on the labeled + the same unlabeled images (pixels / 255),
+  SVC on the labeled images only.
 Every model is scored on {name}-test. Trained models are evaluated alike, by the trainer: the
 test accuracy of their last evaluation, with their evaluated weights (the EMA model with
 batch-norm statistics recomputed for those weights), read from their TensorBoard events as
 scripts/extract_accuracy.py does (its stats/accuracy.json is written too). A trained model whose
-evaluated weights classify fewer than 90% of its own labelled images is flagged: its number does
+evaluated weights classify fewer than 90% of its own labeled images is flagged: its number does
 not measure the method (the run is too short, or diverged).
 
 It prints a table: per-seed test accuracy, mean ± std over seeds, the paired difference
@@ -49,8 +49,8 @@ import warnings
 import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorFlow is imported)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The trainers' flags on digits (also the demo's): the unlabelled-loss ramp is shortened because
-# the runs are short; the batch is below the 50 labelled images; two stages (8x8 -> 4x4) instead
+# The trainers' flags on digits (also the demo's): the unlabeled-loss ramp is shortened because
+# the runs are short; the batch is below the 50 labeled images; two stages (8x8 -> 4x4) instead
 # of the default one for 8x8 images gained about a point (95.2% -> 96.4% on seed 1).
 DIGITS_FLAGS = ['--augment=svhn', '--batch=32', '--warmup_kimg=64', '--scales=2']
 
@@ -61,7 +61,7 @@ KIMG = 128
 GOAL_REALMIX = 97.0
 GOAL_SUPERVISED = 87.0
 GOAL_SEEDS = 3
-# A trained model whose evaluated (EMA) weights classify fewer of its own labelled images than
+# A trained model whose evaluated (EMA) weights classify fewer of its own labeled images than
 # this (percent) is flagged: its run was too short to be judged (see the table's note).
 UNDERFIT = 90.0
 
@@ -100,9 +100,9 @@ def parse_seeds(p, args):
 
 def parse_args(argv=None):
     p = benchmark_parser(__doc__, '1,2,3', 'experiments/compare')
-    p.add_argument('--labels', type=int, default=50, help='labelled images per split')
+    p.add_argument('--labels', type=int, default=50, help='labeled images per split')
     p.add_argument('--valid', type=int, default=200, help="RealMix's validation images (taken "
-                   'from the unlabelled file, never trained on)')
+                   'from the unlabeled file, never trained on)')
     p.add_argument('--quick', action='store_true', help='first seed only (a few minutes on 2 CPU '
                    'cores); its RealMix run is the demo\'s, so after the demo only the baselines '
                    'train; the goals are not judged')
@@ -174,7 +174,7 @@ def ensure_splits(args, env, balanced=False, tool='compare'):
 # Trained methods (subprocesses of the real entry points).
 
 def final_accuracy(run_dir, images):
-    """(test accuracy, labelled-train accuracy) of the run's last evaluation, if it evaluated at
+    """(test accuracy, labeled-train accuracy) of the run's last evaluation, if it evaluated at
     `images` (the run is complete); else None. Also writes stats/accuracy.json."""
     from libml import events
     files = events.event_files(run_dir)
@@ -237,7 +237,7 @@ def stream(cmd, env, log_path):
 
 def train_one(key, label, prefix, args, seed, env):
     """Trains (or reuses) one method on one split; returns (test accuracy, seconds, accuracy on
-    its own labelled images, run folder). The demo trains its RealMix run through this too, so
+    its own labeled images, run folder). The demo trains its RealMix run through this too, so
     `--quick` after the demo finds it finished."""
     root = os.path.abspath(args.train_dir)
     train_dir = os.path.join(root, f'{args.dataset}.{seed}@{args.labels}_kimg{args.train_kimg}')
@@ -250,7 +250,7 @@ def run_trained(key, title, prefix, cmd, train_dir, images, env, tool='compare')
     """Runs the training command `cmd` (its --dataset first) in `train_dir`, or reuses its run
     when the ledger train_dir/compare_runs.json says the same command finished there before
     (`key` names the ledger entry and the log {key}.log). `images`: the run's length. Returns
-    (test accuracy, seconds, accuracy on its own labelled images, run folder); a failed run ends
+    (test accuracy, seconds, accuracy on its own labeled images, run folder); a failed run ends
     the program with the tail of its log, named by `tool`."""
     os.makedirs(train_dir, exist_ok=True)
     ledger_path = os.path.join(train_dir, 'compare_runs.json')
@@ -318,7 +318,7 @@ def sklearn_references(args, seed):
         (f'LabelSpreading rbf g={args.ls_gamma:g}',
          lambda: LabelSpreading(kernel='rbf', gamma=args.ls_gamma, max_iter=1000), True),
         # C=10: better than C=1 (and as good as 100) on digits@50 seeds 1-3.
-        ('SVM rbf C=10 (labelled only)', lambda: SVC(kernel='rbf', C=10, gamma='scale'), False),
+        ('SVM rbf C=10 (labeled only)', lambda: SVC(kernel='rbf', C=10, gamma='scale'), False),
     ]
     out = {}
     for label, make, semi in models:
@@ -362,7 +362,7 @@ def print_table(args, results, times, sizes, underfit, wall):
     print(f'\n== {args.dataset}: {args.labels} labels, split seeds {",".join(map(str, seeds))}; '
           f'trained models {args.train_kimg} kimg each (shared flags: {args.shared_args}'
           f'{"; RealMix also " + args.realmix_args if args.realmix_args else ""})')
-    print(f'   {nl} labelled + {nu} unlabelled training images (RealMix also holds out {args.valid} '
+    print(f'   {nl} labeled + {nu} unlabeled training images (RealMix also holds out {args.valid} '
           f'validation images), test accuracy (%) on {nt} {args.dataset}-test images')
     width = max(len(m) for m in methods) + 2
     head = f'{"method":<{width}}' + ''.join(f'{"seed " + str(s):>9}' for s in seeds)
@@ -378,7 +378,7 @@ def print_table(args, results, times, sizes, underfit, wall):
     print('-' * len(head))
     for m, cases in underfit.items():
         seen = ', '.join(f'{a:.0f}% (seed {s})' for s, a in cases)
-        print(f'* {m}: its evaluated weights classify only {seen} of its own labelled images '
+        print(f'* {m}: its evaluated weights classify only {seen} of its own labeled images '
               f'(< {UNDERFIT:g}%): the run did not fit its training labels (too short, or it '
               'diverged), so its test accuracy does not measure the method.')
     print(f'Wall time of this comparison: {duration(wall)} (trained runs count their own time, '

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Does RealMix still beat the supervised baseline when the unlabelled data hold classes the
-labelled data lack? (The class-mismatch claim of arXiv 1912.08766; README 2.3's recipe.)
+"""Does RealMix still beat the supervised baseline when the unlabeled data hold classes the
+labeled data lack? (The class-mismatch claim of arXiv 1912.08766; README 2.3's recipe.)
 
     python benchmarks/mismatch.py                 # digits, 10 labels per class, seeds 1,2 (~1 h)
     python benchmarks/mismatch.py --quick         # one seed, levels 0 and 100 % (a smoke test)
@@ -9,26 +9,26 @@ Data (for every split seed S; the real entry points, as subprocesses):
   scripts/create_datasets.py digits (when missing) and scripts/create_split.py --class_balance:
     {name}.S@{10 N}: N labels of each class of a 10-class dataset (more classes: N of each).
   filter_dataset.py --class_filter=2,3,4,5,6,7 on the label file, the test file and the
-    unlabelled file -> {name}6: six classes, labels renumbered 0..5 (the model has 6 outputs;
+    unlabeled file -> {name}6: six classes, labels renumbered 0..5 (the model has 6 outputs;
     the class map and names are recorded, so per-class accuracy names the real classes).
-  filter_dataset.py --class_filter=<level> on the unlabelled file, per mismatch level (README 2.3):
+  filter_dataset.py --class_filter=<level> on the unlabeled file, per mismatch level (README 2.3):
     0 %: 4,5,6,7   25 %: 0,5,6,7   50 %: 0,1,6,7   75 %: 0,1,8,7   100 %: 0,1,8,9
     (out-of-distribution classes get the label -1: no class of the model).
-  Then, in this process, the unlabelled file of {name}6_mismatch{L}.S@{10 N} is assembled from
+  Then, in this process, the unlabeled file of {name}6_mismatch{L}.S@{10 N} is assembled from
   those files' records, as bytes:
     first the validation images: the first V images of each of the 6 kept classes of the
-      split's unlabelled file (held-out labelled in-distribution images, the same at every level;
+      split's unlabeled file (held-out labeled in-distribution images, the same at every level;
       never trained on: the trainer's -{6 V} takes them for validation);
-    then the level's unlabelled images minus those, M of each of its 4 classes (M = the smallest
-      class count over all levels, a seeded draw), so every level has 4 M unlabelled images and
+    then the level's unlabeled images minus those, M of each of its 4 classes (M = the smallest
+      class count over all levels, a seeded draw), so every level has 4 M unlabeled images and
       exactly L % of them are out of distribution: only the mismatch changes.
 Methods (each trained --train_kimg kimg with the same trainer flags and training seed S):
-  Supervised      fully_supervised/fs_baseline.py on the 6 N labelled images (once per seed:
-                  no unlabelled data, so the same at every level)
+  Supervised      fully_supervised/fs_baseline.py on the 6 N labeled images (once per seed:
+                  no unlabeled data, so the same at every level)
   MixMatch        realmix.py --tsa=none --percent_mask=-1
   RealMix         realmix.py --tsa=linear_schedule --percent_mask=p
   LabelSpreading  scikit-learn, knn kernel with its default 7 neighbours (untuned), on the same
-                  labelled + unlabelled images, pixels / 255 (benchmarks/compare.py's reference)
+                  labeled + unlabeled images, pixels / 255 (benchmarks/compare.py's reference)
 RealMix's mask fraction p is chosen on validation, never on the test set: every candidate of
 --mask_candidates is trained on the first seed at every level, and the one with the highest
 validation accuracy (its last evaluation, mean over the levels; ties: the smaller p) is used for
@@ -58,9 +58,9 @@ sys.path.insert(0, os.path.join(REPO, 'benchmarks'))
 import compare  # noqa: E402  (the ledger, subprocess runs, event reading and table helpers)
 
 TOOL = 'mismatch'
-KEPT = [2, 3, 4, 5, 6, 7]              # the labelled (in-distribution) classes of README 2.3
+KEPT = [2, 3, 4, 5, 6, 7]              # the labeled (in-distribution) classes of README 2.3
 LEVELS = {0: [4, 5, 6, 7], 25: [0, 5, 6, 7], 50: [0, 1, 6, 7], 75: [0, 1, 8, 7],
-          100: [0, 1, 8, 9]}           # mismatch % -> the classes of the unlabelled set
+          100: [0, 1, 8, 9]}           # mismatch % -> the classes of the unlabeled set
 KIMG = 24
 # A quarter-width, half-depth Wide-ResNet (16 filters, 2 blocks per stage) learns 8x8 digits as
 # well as the full one in about half the time (digits.1@100, RealMix 16 kimg, 2 shared cores:
@@ -72,9 +72,9 @@ LS_LABEL = 'LabelSpreading knn k=7'     # compare.sklearn_references' knn row wi
 
 def parse_args(argv=None):
     p = compare.benchmark_parser(__doc__, '1,2', 'experiments/mismatch')
-    p.add_argument('--labels_per_class', type=int, default=10, help='labelled images per class')
+    p.add_argument('--labels_per_class', type=int, default=10, help='labeled images per class')
     p.add_argument('--valid_per_class', type=int, default=10, help='validation images per kept '
-                   'class (held-out labelled images from the split\'s unlabelled file)')
+                   'class (held-out labeled images from the split\'s unlabeled file)')
     p.add_argument('--levels', default='0,25,50,75,100', help='mismatch levels in %% (of 0, 25, '
                    '50, 75, 100)')
     p.add_argument('--mask_candidates', default='0.25,0.5', help="RealMix's --percent_mask "
@@ -164,20 +164,20 @@ def filter_file(classes, source, target, env, title):
 
 
 def prepare_seed(args, names, seed, env):
-    """The filtered files of split `seed` and the unlabelled file of every level; returns
-    {level: (unlabelled images, out-of-distribution images)} of the training images."""
+    """The filtered files of split `seed` and the unlabeled file of every level; returns
+    {level: (unlabeled images, out-of-distribution images)} of the training images."""
     from libml import records
     split_unlabel = names.ssl(f'{names.split(seed)}-unlabel.tfrecord')
     filter_file(KEPT, names.ssl(f'{names.split(seed)}-label.tfrecord'),
                 names.ssl(f'{names.stem(seed)}-label.tfrecord'), env,
-                f'Labelled images of {names.base}.{seed}: classes {KEPT} -> 0..5')
-    # The kept classes of the unlabelled file: its first images are the validation images.
+                f'Labeled images of {names.base}.{seed}: classes {KEPT} -> 0..5')
+    # The kept classes of the unlabeled file: its first images are the validation images.
     filter_file(KEPT, split_unlabel, names.ssl(f'{names.stem(seed)}-unlabel.tfrecord'), env,
-                f'In-distribution unlabelled images of {names.base}.{seed} (validation pool)')
+                f'In-distribution unlabeled images of {names.base}.{seed} (validation pool)')
     for level in args.level_list:
         filter_file(LEVELS[level], split_unlabel,
                     names.ssl(f'{names.stem(seed, level)}-filtered.tfrecord'), env,
-                    f'Unlabelled images of mismatch {level}%: classes {LEVELS[level]}')
+                    f'Unlabeled images of mismatch {level}%: classes {LEVELS[level]}')
     labels = np.concatenate([b['label'] for b in records.read_records(split_unlabel)])
     valid = validation_positions(labels, args.valid_per_class, split_unlabel)
     per_class = draw_size(labels, valid)
@@ -195,7 +195,7 @@ def prepare_seed(args, names, seed, env):
 
 
 def validation_positions(labels, per_class, path):
-    """Positions [6 V] in the split's unlabelled file of the first `per_class` images of each
+    """Positions [6 V] in the split's unlabeled file of the first `per_class` images of each
     kept class: the first 6 V images of its kept-class filtering, since filtering keeps order."""
     positions = np.flatnonzero(np.isin(labels, KEPT))[:per_class * len(KEPT)]
     counts = collections.Counter(labels[positions].tolist())
@@ -208,7 +208,7 @@ def validation_positions(labels, per_class, path):
 
 
 def draw_size(labels, valid):
-    """Unlabelled images drawn from each class at every level: the smallest count, over the
+    """Unlabeled images drawn from each class at every level: the smallest count, over the
     classes of all levels, of the images that are not validation images."""
     rest = np.delete(labels, valid)
     return int(min((rest == c).sum() for c in set().union(*LEVELS.values())))
@@ -247,7 +247,7 @@ def assemble_level(names, seed, level, labels, valid, per_class, facts):
             w.write_serialized(r, label)
         for r, label in zip(raw[chosen].tolist(), new_labels[chosen].tolist()):
             w.write_serialized(r, label)
-    print(f'wrote {target}: {len(valid)} validation + {len(chosen)} unlabelled images '
+    print(f'wrote {target}: {len(valid)} validation + {len(chosen)} unlabeled images '
           f'({per_class} of each of classes {LEVELS[level]})')
 
 
@@ -381,7 +381,7 @@ def write_plot(path, args, rows, title):
         ax.errorbar([r['mismatch_pct'] for r in mine], [r['mean'] for r in mine],
                     yerr=[r['std'] for r in mine], marker=marker, capsize=3, label=method,
                     linestyle='--' if method == 'Supervised' else '-')
-    ax.set_xlabel('class mismatch of the unlabelled data (%)')
+    ax.set_xlabel('class mismatch of the unlabeled data (%)')
     ax.set_ylabel('test accuracy (%)')
     ax.set_xticks(args.level_list)
     ax.set_title(title, fontsize=9)
@@ -407,7 +407,7 @@ def print_table(args, rows, mask, sizes, wall, seconds):
         if method != 'Supervised':
             print(f'{"":<16}' + ''.join(f'{mine[lv]["minus_supervised_mean"]:+17.2f}' for lv in levels))
     print('-' * len(head))
-    print('Unlabelled training images per level (out of distribution): ' + ', '.join(
+    print('Unlabeled training images per level (out of distribution): ' + ', '.join(
         f'{lv}%: {sizes[lv][0]} ({sizes[lv][1]})' for lv in levels))
     print(f'Wall time: {compare.duration(wall)} (reused runs count their own earlier time in the '
           'time column).')
@@ -485,11 +485,11 @@ def main():
     write_json(stem + '.json', {'settings': {k: v for k, v in vars(args).items()},
                                 'mask_selection': selection, 'chosen_mask': mask, 'rows': rows,
                                 'verdict': lines, 'underfit': underfit,
-                                'unlabelled_per_level': {str(k): v for k, v in sizes.items()},
+                                'unlabeled_per_level': {str(k): v for k, v in sizes.items()},
                                 'wall_seconds': time.time() - start})
     print_table(args, rows, mask, sizes, time.time() - start, seconds)
     if underfit:
-        print(f'Flagged: evaluated weights classify < {compare.UNDERFIT:g}% of their own labelled '
+        print(f'Flagged: evaluated weights classify < {compare.UNDERFIT:g}% of their own labeled '
               f'images (too short or diverged, not a measure of the method): {"; ".join(underfit)}')
     for line in lines:
         print(line)

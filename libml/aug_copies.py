@@ -1,4 +1,4 @@
-"""Augmented copies of a split's unlabelled images (scripts/make_aug_copy.py; the script's --help
+"""Augmented copies of a split's unlabeled images (scripts/make_aug_copy.py; the script's --help
 says what it writes and why validation images stay out of training).
 
 How: tf.data parses, augments and PNG-encodes batches of AUG_BATCH records in parallel, so memory
@@ -96,7 +96,7 @@ def copies_pipeline(path, pixels_path, shape, preset, copies, valid, seed):
 
 def write_unlabel_file(unlabel_in, unlabel_out, shape, preset, nclass, class_names, count, total,
                        copies, valid, seed):
-    """Writes the new unlabelled file: the originals, then the copies.
+    """Writes the new unlabeled file: the originals, then the copies.
 
     Returns the wall and CPU seconds of the copies (after the originals).
     """

@@ -44,7 +44,7 @@ def output_dataset(target):
 def recorded_classes(target, required=True):
     """For an output of a class-mismatch dataset {name}_mismatch{N}: (file of {name} that records
     the classes of the model, those classes as input indices or None if that file was not
-    relabelled). None for any other output, or when {name} has no label or test file yet (then a
+    relabeled). None for any other output, or when {name} has no label or test file yet (then a
     UserError if `required`)."""
     out = output_dataset(target)
     if out is None or not names.is_mismatch(out[0]):
@@ -76,7 +76,7 @@ def model_classes(target, classes, nclass, relabel, in_distribution):
         if in_distribution:
             raise UserError('--in_distribution renumbers classes; it cannot go with --norelabel.')
         if recorded and recorded[1] is not None:
-            raise UserError(f'--norelabel: {recorded[0]} was relabelled (its classes are '
+            raise UserError(f'--norelabel: {recorded[0]} was relabeled (its classes are '
                             f'{",".join(map(str, recorded[1]))}), so the labels of --save_name='
                             f'{target} would not match it; drop --norelabel.')
         return None
@@ -97,7 +97,7 @@ def model_classes(target, classes, nclass, relabel, in_distribution):
 
 def filter_records(source, target, class_filter, keep_unlabeled=False, quiet=False, relabel=True,
                    in_distribution=None):
-    """Writes the records of `source` whose label is in `class_filter` to `target`, relabelled
+    """Writes the records of `source` whose label is in `class_filter` to `target`, relabeled
     (see the module doc) unless `relabel` is False.
 
     class_filter, in_distribution: '2,3,4' or a list of ints. Returns (records kept, records read).

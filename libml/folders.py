@@ -18,7 +18,7 @@ Order: the natural order of the paths relative to the folder, with "/" separator
 folder by folder, then file name: digit runs compare as numbers and the rest case-insensitively
 (`img2.png` < `img10.png` < `Img11.png`; `cat/b.png` < `cat/deep/a.png` < `cat2/a.png`), ties
 broken by the exact text. Every tool uses this order (`natural_key`).
-Classes (`class_of`), in a labelled folder (create_datasets' --traindir/--testdir, inference's
+Classes (`class_of`), in a labeled folder (create_datasets' --traindir/--testdir, inference's
 class folders): an image in a sub-folder belongs to the class named by its top sub-folder
 (deeper folders are part of that class: `cat/nested/a.png` is a cat); an image directly in the
 folder named `{n}_{class}.ext` (as rename_files.py names them, e.g. `7_chat noir.png`) belongs to
@@ -130,7 +130,7 @@ def list_images(folder):
 
 
 def class_of(rel, numbered_names=True):
-    """The class name of image `rel` (relative to a labelled folder), or None: its top sub-folder,
+    """The class name of image `rel` (relative to a labeled folder), or None: its top sub-folder,
     else (numbered_names) the `{class}` of a file named `{n}_{class}.ext` directly in the folder."""
     top, sep, _ = rel.partition('/')
     if sep:

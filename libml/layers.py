@@ -2,7 +2,7 @@
 
 Everything here is a function of its tensor arguments (no variables, no flags, no hidden random
 state), so it runs the same eagerly, inside `tf.function`, in a `tf.data` map and under a
-distribution strategy. Shapes: B = batch, K = classes, nu = unlabelled views per example.
+distribution strategy. Shapes: B = batch, K = classes, nu = unlabeled views per example.
 """
 import tensorflow as tf
 
@@ -11,7 +11,7 @@ from libml.utils import UserError
 
 # ---------------------------------------------------------------------------------------------
 # Interleave (MixMatch): the model updates its batch-norm statistics from the first of the nu+1
-# forward batches only, so that batch must hold labelled and unlabelled examples in proportion.
+# forward batches only, so that batch must hold labeled and unlabeled examples in proportion.
 # ---------------------------------------------------------------------------------------------
 
 def interleave_offsets(batch, nu):
@@ -31,7 +31,7 @@ def interleave_offsets(batch, nu):
 def interleave(xy, batch):
     """Swaps slice i of batch 0 with slice i of batch i, for i = 1..nu.
 
-    xy: list of nu+1 tensors [batch, ...] (labelled first, then the nu unlabelled batches)
+    xy: list of nu+1 tensors [batch, ...] (labeled first, then the nu unlabeled batches)
     -> list of nu+1 tensors [batch, ...] in which every batch holds examples of both kinds.
     The swap is its own inverse: interleave(interleave(xy, batch), batch) == xy, which is how
     the logits of the interleaved batches are put back in order.
@@ -112,11 +112,11 @@ def _stateless_beta(n, beta, seed):
 
 
 class MixMode:
-    """MixUp of labelled (x) and unlabelled (y) examples, as in MixMatch's `MixMode`.
+    """MixUp of labeled (x) and unlabeled (y) examples, as in MixMatch's `MixMode`.
 
-    A mode reads `<labelled>.<unlabelled>`: left of the dot what the labelled examples are mixed
-    with (`xx` labelled only, `xxy` labelled and unlabelled, empty: not mixed), right of it what
-    the unlabelled examples are mixed with (`yy` unlabelled only, `yx` labelled only, `yxy` all,
+    A mode reads `<labeled>.<unlabeled>`: left of the dot what the labeled examples are mixed
+    with (`xx` labeled only, `xxy` labeled and unlabeled, empty: not mixed), right of it what
+    the unlabeled examples are mixed with (`yy` unlabeled only, `yx` labeled only, `yxy` all,
     empty: not mixed). RealMix uses `xxy.yxy`.
 
     Randomness and arithmetic are split: `draw` makes all the random numbers of one mix (outside
@@ -144,7 +144,7 @@ class MixMode:
                                            (modes xxy.*, *.yxy)
           'perm_x' int32 [batch]           permutation of x (modes xx.*)
           'perm_u' int32 [nu*batch]        permutation of [u_1..u_nu] (.yy, xx.yy), or, for xx.yx,
-                                           of nu tiled copies of x (each labelled image used nu times)
+                                           of nu tiled copies of x (each labeled image used nu times)
         """
         seed = tf.convert_to_tensor(seed)
         if seed.dtype not in (tf.int32, tf.int64):
@@ -164,7 +164,7 @@ class MixMode:
     def __call__(self, xs, ps, draws):
         """Mixes with pre-drawn randomness (see `draw`, called with this batch and nu).
 
-        xs: list of nu+1 image tensors [batch, H, W, C] (labelled first); ps: list of nu+1
+        xs: list of nu+1 image tensors [batch, H, W, C] (labeled first); ps: list of nu+1
         target tensors [batch, K] (rows sum to 1). -> (list of nu+1 [batch, H, W, C],
         list of nu+1 [batch, K]): images and targets mixed alike, same shapes, rows still sum to 1.
         """
@@ -230,7 +230,7 @@ def tsa_threshold(schedule, progress, nclass):
 
 
 def tsa_mask(probs, targets, eta):
-    """Which labelled examples still count in the loss under TSA -> float32 [B] of 0/1.
+    """Which labeled examples still count in the loss under TSA -> float32 [B] of 0/1.
 
     probs [B, K] predicted probabilities; targets [B, K] mixed label distributions; eta scalar.
     Example b is kept while, for some class c with targets[b, c] > 0, probs[b, c] <

@@ -4,7 +4,7 @@
   {name}-{part}.tfrecord         under $ML_DATA: part = train, test, unlabeled (custom), extra (svhn)
   {name}.{seed}@{size}           a semi-supervised split, files under $ML_DATA/SSL/
   {name}.{seed}@{size}-{valid}   what the trainer reads: validation = the first `valid` records of
-                                 the split's unlabelled file, training unlabelled = the rest
+                                 the split's unlabeled file, training unlabeled = the rest
   {name}-{valid}                 what the supervised baselines read
   {name}_aug{N}, {name}_mismatch{N}  datasets derived from {name} (make_aug_copy.py, README 2.3):
                                  without a label or test file of their own they use {name}'s

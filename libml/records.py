@@ -2,14 +2,14 @@
 
 Record format (kept from the original so other tools read our files): a `tf.train.Example` with
   image  bytes  an encoded PNG
-  label  int64  the class index, -1 for an unlabelled image
-  source int64  optional: index of the original image in its split's unlabelled file (written by
+  label  int64  the class index, -1 for an unlabeled image
+  source int64  optional: index of the original image in its split's unlabeled file (written by
                 make_aug_copy so the trainer can keep validation images and their copies out of
                 training); readers accept records without it.
 
 Every record file `X.tfrecord` we write has a metadata file `X.tfrecord.json` beside it:
   {"count": N, "height": H, "width": W, "channels": C, "nclass": K or null,
-   "class_names": [...] or null, "label_counts": {"0": n0, ..., "-1": n_unlabelled}}
+   "class_names": [...] or null, "label_counts": {"0": n0, ..., "-1": n_unlabeled}}
 so no reader scans a file to learn its facts. The metadata file is written after the record file
 is complete and in place, so its presence means a complete record file. A record file without one
 (written by another tool, or by a run stopped between the two), or whose metadata file is older
@@ -236,9 +236,9 @@ def read_meta(path, hint='create it with scripts/create_datasets.py or scripts/c
         count += len(batch['label'])
     if shape is None:
         raise UserError(f'{path} holds no records.')
-    labelled = [k for k in counts if k >= 0]
+    labeled = [k for k in counts if k >= 0]
     return {'count': count, 'height': shape[0], 'width': shape[1], 'channels': shape[2],
-            'nclass': max(labelled) + 1 if labelled else None, 'class_names': None,
+            'nclass': max(labeled) + 1 if labeled else None, 'class_names': None,
             'label_counts': {str(k): v for k, v in sorted(counts.items())}}
 
 

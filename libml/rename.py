@@ -13,7 +13,7 @@ from libml.utils import UserError
 
 
 EXTENSIONS = {'png': ('.png',), 'jpg': ('.jpg', '.jpeg'), 'jpeg': ('.jpg', '.jpeg')}
-UNLABELLED_FOLDERS = ('unlabeled', 'unlabelled')
+UNLABELED_FOLDERS = ('unlabeled', 'unlabelled')   # both spellings are accepted as folder names
 SPLIT_FOLDERS = ('train', 'test')
 LOG_HEADER = ['old', 'new']
 
@@ -27,7 +27,7 @@ def _images(root, filetype):
 def _class_of(rel):
     """The class of the image at relative path `rel`, None if it has none."""
     parts = rel.split(os.sep)[:-1]
-    if not parts or any(p.lower() in UNLABELLED_FOLDERS for p in parts):
+    if not parts or any(p.lower() in UNLABELED_FOLDERS for p in parts):
         return None
     if len(parts) == 1 and parts[0].lower() in SPLIT_FOLDERS:
         raise UserError(f'{rel}: an image directly in {parts[0]}/ has no class; move it into a '

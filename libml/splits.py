@@ -1,5 +1,5 @@
 """Semi-supervised splits (scripts/create_split.py): planning which records go where, and writing
-the label file, the unlabelled file and the map JSON.
+the label file, the unlabeled file and the map JSON.
 
 How it streams (memory does not grow with the data beyond a few numbers per record)
   Records are copied as serialized bytes, never decoded. One pass reads the inputs, keeping only
@@ -19,8 +19,8 @@ split is planned on the records as read, and a disagreement stops it before anyt
 The map JSON holds: `name`, `seed`, `label_split_size`, `label_size`, `class_balance`, `inputs`
 ([{path, count, first_id}], record ids number the concatenation of the inputs in this order),
 `pool_size`, `label` (ids, in label-file order), `unlabel` (ids, in unlabel-file order),
-`valid_candidates` (the held-out labelled ids: the first `max_valid` = pool_size - N of `unlabel`),
-`max_valid`, `label_counts` ({class: count} of the labelled set), `nclass`, `class_names`.
+`valid_candidates` (the held-out labeled ids: the first `max_valid` = pool_size - N of `unlabel`),
+`max_valid`, `label_counts` ({class: count} of the labeled set), `nclass`, `class_names`.
 """
 import os
 import re
@@ -36,7 +36,7 @@ from libml.utils import UserError
 # Planning: pure functions of labels, testable without files.
 
 def allocate(counts, size, balanced=False):
-    """Labelled images per class: {class: n} summing to `size`, n <= counts[class], n >= 1.
+    """Labeled images per class: {class: n} summing to `size`, n <= counts[class], n >= 1.
 
     counts: {class: images of that class in the pool} (classes with 0 images are ignored).
     Proportional: largest-remainder rounding of size * share (ties to the lower class index),
@@ -89,8 +89,8 @@ def plan_split(labels, seed, size, label_size=None, balanced=False):
     """Decides where every record goes.
 
     labels: int array, the label of each record in input order (-1: no label).
-    Returns dict(label=ids in input order, unlabel=ids in unlabelled-file order, max_valid=the
-    number of held-out labelled ids at the head of `unlabel`, pool_size, label_counts).
+    Returns dict(label=ids in input order, unlabel=ids in unlabeled-file order, max_valid=the
+    number of held-out labeled ids at the head of `unlabel`, pool_size, label_counts).
     Raises UserError for impossible requests.
     """
     labels = np.asarray(labels, np.int64)
@@ -98,10 +98,10 @@ def plan_split(labels, seed, size, label_size=None, balanced=False):
     if label_size is not None:
         if label_size > n:
             raise UserError(f'--label_size={label_size} is larger than the input ({n} records).')
-        unlabelled_in_pool = np.flatnonzero(labels[:label_size] < 0)
-        if len(unlabelled_in_pool):
-            raise UserError(f'--label_size={label_size}: record {unlabelled_in_pool[0]} of the '
-                            f'first {label_size} has no label; give the labelled file first, or a '
+        unlabeled_in_pool = np.flatnonzero(labels[:label_size] < 0)
+        if len(unlabeled_in_pool):
+            raise UserError(f'--label_size={label_size}: record {unlabeled_in_pool[0]} of the '
+                            f'first {label_size} has no label; give the labeled file first, or a '
                             'smaller --label_size.')
         in_pool = np.zeros(n, bool)
         in_pool[:label_size] = True
@@ -110,13 +110,13 @@ def plan_split(labels, seed, size, label_size=None, balanced=False):
     pool_size = int(in_pool.sum())
     pool_labels = labels[in_pool]
     counts = {int(c): int(k) for c, k in zip(*np.unique(pool_labels, return_counts=True))}
-    where = '--label_size' if label_size is not None else 'the labelled input records'
+    where = '--label_size' if label_size is not None else 'the labeled input records'
     if size > pool_size:
-        raise UserError(f'--label_split_size={size} is larger than the labelled pool ({pool_size} '
+        raise UserError(f'--label_split_size={size} is larger than the labeled pool ({pool_size} '
                         f'images: {where}); choose at most {pool_size}.')
     if size < len(counts):
         raise UserError(f'--label_split_size={size} is smaller than the number of classes '
-                        f'({len(counts)}): every class needs at least one labelled image.')
+                        f'({len(counts)}): every class needs at least one labeled image.')
     quota = allocate(counts, size, balanced)
 
     label_parts, heldout_groups = [], []
@@ -239,10 +239,10 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
         raise UserError(f'--label_size={label_size} is larger than the input ({explicit} records).')
     if label_size is not None and size > label_size:
         raise UserError(f'--label_split_size={size} is larger than --label_size={label_size} '
-                        f'(the labelled pool); use at most --label_split_size={label_size}.')
+                        f'(the labeled pool); use at most --label_split_size={label_size}.')
 
     files.output_folder(paths['unlabel'])
-    # The spill file, a full copy of the inputs, is a temporary of the unlabelled file: one left
+    # The spill file, a full copy of the inputs, is a temporary of the unlabeled file: one left
     # by a killed run is removed here, and a full disk while writing it is a one-line error.
     files.remove_stale_temporaries(paths['unlabel'])
     spill_path = files.temporary_name(paths['unlabel'], '.spill')

@@ -82,7 +82,7 @@ flags.DEFINE_string('traindir', None, 'custom: training images, one sub-folder p
                     short_name='tr')
 flags.DEFINE_string('testdir', None, 'custom: test images, one sub-folder per class.',
                     short_name='ts')
-flags.DEFINE_string('unlabeldir', None, 'custom: unlabelled images (optional).',
+flags.DEFINE_string('unlabeldir', None, 'custom: unlabeled images (optional).',
                     short_name='u')
 flags.DEFINE_integer('img_size', None, 'custom: resize every image to this many pixels '
                      'square (needed when the images have different sizes).', lower_bound=1)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Makes a split with N augmented copies of its unlabelled images (README section 1.3).
+"""Makes a split with N augmented copies of its unlabeled images (README section 1.3).
 
     scripts/make_aug_copy.py --aug_dataset=cifar10.1@250 --unlabel_size=49750 --aug_copy=50 \\
         --augment=cutout
@@ -7,11 +7,11 @@
 reads   $ML_DATA/SSL/cifar10.1@250-{label,unlabel}.tfrecord (made by scripts/create_split.py;
             a split without a label file of its own, like README 2.3's cifar6_mismatch50.1@250,
             uses that of the split it derives from, cifar6.1@250)
-writes  $ML_DATA/SSL/cifar10_aug50.1@250-label.tfrecord: the same labelled records, byte for byte
-        $ML_DATA/SSL/cifar10_aug50.1@250-unlabel.tfrecord: first the original unlabelled records in
+writes  $ML_DATA/SSL/cifar10_aug50.1@250-label.tfrecord: the same labeled records, byte for byte
+        $ML_DATA/SSL/cifar10_aug50.1@250-unlabel.tfrecord: first the original unlabeled records in
             their order, then copy 1 of every image, copy 2 of every image, ... copy N
-each with its metadata file (.json). Every record of the new unlabelled file carries `source` = the
-index of its original image in the old unlabelled file (originals too; a record that already has a
+each with its metadata file (.json). Every record of the new unlabeled file carries `source` = the
+index of its original image in the old unlabeled file (originals too; a record that already has a
 source keeps it), and keeps that image's label.
 
 Validation: the trainer's `cifar10_aug50.1@250-500` validates on the first 500 records, i.e. the
@@ -47,14 +47,14 @@ from libml.utils import UserError, no_extra_args, run
 flags.DEFINE_string('aug_dataset', None,
                     'Split to augment, NAME.SEED@SIZE (e.g. cifar10.1@250): reads '
                     '$ML_DATA/SSL/NAME.SEED@SIZE-{label,unlabel}.tfrecord.')
-flags.DEFINE_integer('aug_copy', 1, 'Number N of augmented copies of every unlabelled image; the '
+flags.DEFINE_integer('aug_copy', 1, 'Number N of augmented copies of every unlabeled image; the '
                      'new dataset is NAME_augN.SEED@SIZE.')
 flags.DEFINE_string('augment', 'cifar10', 'Augmentation of the copies: one of '
                     f'{", ".join(names.PRESETS)} (stl-10 is accepted for stl10). See '
                     'libml/augment.py.')
 flags.DEFINE_integer('unlabel_size', None, 'Optional, for compatibility with the original: the '
-                     'number of unlabelled images of --aug_dataset; checked against the file.')
-flags.DEFINE_integer('valid', 0, 'Do not write copies of the first K unlabelled images (the '
+                     'number of unlabeled images of --aug_dataset; checked against the file.')
+flags.DEFINE_integer('valid', 0, 'Do not write copies of the first K unlabeled images (the '
                      'validation images of a later NAME_augN.SEED@SIZE-K run, whose copies the '
                      'trainer would drop anyway). The originals are always all kept. 0 = copy all.')
 flags.DEFINE_integer('seed', 0, 'Random seed of the augmentations (the split\'s seed is part of '
@@ -105,7 +105,7 @@ def main(argv):
     if count == 0:
         raise UserError(f'{unlabel_in} holds no images to copy.')
     if FLAGS.valid >= count:
-        raise UserError(f'--valid={FLAGS.valid} leaves none of the {count} unlabelled images of '
+        raise UserError(f'--valid={FLAGS.valid} leaves none of the {count} unlabeled images of '
                         f'{unlabel_in} to copy; use a smaller value.')
     shape = (int(meta_u['height']), int(meta_u['width']), int(meta_u['channels']))
     if shape[2] not in (1, 3):
@@ -122,7 +122,7 @@ def main(argv):
         print(f'{unlabel_out} exists without its label file (an earlier run was interrupted): '
               'making it again.')
     copies_word = 'copy' if FLAGS.aug_copy == 1 else 'copies'
-    print(f'{new_stem}: {count} original unlabelled images of {split.stem} ({shape[0]}x{shape[1]}x'
+    print(f'{new_stem}: {count} original unlabeled images of {split.stem} ({shape[0]}x{shape[1]}x'
           f'{shape[2]}) + {FLAGS.aug_copy} {preset} {copies_word} of {count - FLAGS.valid} of them'
           + (f' (not of the first {FLAGS.valid}, --valid)' if FLAGS.valid else '')
           + f' = {total} records.')

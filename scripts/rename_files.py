@@ -13,7 +13,7 @@ Which images, which names
   and unlabeled. An image's class is the name of the folder it is in:
       train/cat/a.png        -> train/cat/0_cat.png
       test/cat/b.png         -> test/cat/1_cat.png
-  Images with no class -- anywhere under a folder named `unlabeled` (or `unlabelled`), or directly
+  Images with no class -- anywhere under a folder named `unlabeled` (or `unlabeled`), or directly
   in --targetdir -- are numbered without a class: unlabeled/c.png -> unlabeled/2.png (their label
   is never read, and a class suffix would be a made-up one). An image directly in a `train/` or
   `test/` folder is an error: it needs a class folder. What libml/images.py passes over is left
@@ -22,7 +22,7 @@ Which images, which names
 
 Safety
   - Nothing is overwritten, ever: an image already named `{n}_{class}` (in its class folder) or
-    `{n}` (unlabelled) keeps its name and number, new numbers skip the numbers in use, and if a
+    `{n}` (unlabeled) keeps its name and number, new numbers skip the numbers in use, and if a
     planned name is taken by any other file, the script stops before renaming anything.
     Re-running on a renamed folder therefore changes nothing; images added later get new numbers.
   - --dry_run prints the plan (`old -> new`, paths relative to --targetdir) and changes nothing.

@@ -14,8 +14,8 @@ from test_create_datasets import (STL_NAMES, cifar_batch, make_cifar10, make_svh
                                   random_images, stl_bytes, write_tar)
 
 # CIFAR-10: README 2.3 trains cifar6_mismatch50_aug*.1@250-500, i.e. 500 validation images taken
-# from the cifar10.1@250 unlabelled images of classes 0, 1, 6, 7 (about 40% of them): 2000 train
-# images leave 1750 unlabelled, about 700 of those classes.
+# from the cifar10.1@250 unlabeled images of classes 0, 1, 6, 7 (about 40% of them): 2000 train
+# images leave 1750 unlabeled, about 700 of those classes.
 CIFAR10_PER_BATCH = 400          # x 5 data batches = 2000 train images
 CIFAR10_TEST = 100
 CIFAR100_TRAIN, CIFAR100_TEST = 12, 4
@@ -24,7 +24,7 @@ STL10_TRAIN, STL10_TEST, STL10_UNLABELED = 4, 3, 5
 
 # mydataset (README 1.2.1 / 2.2 / 3.2): --nclass=20 --img_size=32, --label_size=500.
 MYDATASET_CLASSES = [f'class{i:02d}' for i in range(20)]
-MYDATASET_TRAIN = 500            # --label_size=500: exactly the labelled pool
+MYDATASET_TRAIN = 500            # --label_size=500: exactly the labeled pool
 MYDATASET_TEST_PER_CLASS = 2
 MYDATASET_UNLABELED = 60
 

@@ -32,7 +32,7 @@ def test_quick_comparison_table_and_reuse(ml_data, tmp_path):
 
 def results_for(realmix, supervised, mixup, svm):
     return {'RealMix': realmix, 'Supervised': supervised, 'MixUp': mixup,
-            'SVM rbf C=10 (labelled only)': svm}
+            'SVM rbf C=10 (labeled only)': svm}
 
 
 def test_goals_are_judged_only_on_full_runs(capsys):

@@ -364,7 +364,7 @@ def rgb(rng, h=5, w=6):
 
 def messy_dataset(root, rng):
     """Train/test/unlabeled folders with mixed formats, names and junk; returns the expected
-    (label, pixels) of every train record and the unlabelled pixels."""
+    (label, pixels) of every train record and the unlabeled pixels."""
     train, expected = root / 'train', []
 
     def add(path, pixels, label, mode=None, expect=None, **kw):
@@ -431,7 +431,7 @@ def test_custom_real_world_mess(ml_data, tmp_path, small_chunks):
     assert meta['nclass'] == 4 and meta['label_counts'] == {'-1': 2}
     assert f'wrote {ml_data / "mydataset-train.tfrecord"}: 9 records' in lines
 
-    # Re-running without --unlabeldir replaces the files and drops the stale unlabelled file,
+    # Re-running without --unlabeldir replaces the files and drops the stale unlabeled file,
     # which create_split would otherwise pick up.
     custom.create_custom(str(ml_data), 'mydataset', str(root / 'train'), str(root / 'test'))
     assert not (ml_data / 'mydataset-unlabeled.tfrecord').exists()

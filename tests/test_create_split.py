@@ -113,14 +113,14 @@ def test_split_parts_are_disjoint_complete_and_follow_the_classes(ml_data, cifar
     label_ids, label_labels = read_output(result['paths']['label'])
     unlabel_ids, unlabel_labels = read_output(result['paths']['unlabel'])
 
-    # Labelled + validation + training-unlabelled = every input record exactly once, labels intact.
+    # Labeled + validation + training-unlabeled = every input record exactly once, labels intact.
     both = np.concatenate([label_ids, unlabel_ids])
     assert sorted(both.tolist()) == list(range(len(labels)))
     assert (labels[label_ids] == label_labels).all() and (labels[unlabel_ids] == unlabel_labels).all()
-    valid, train_unlabelled = unlabel_ids[:100], unlabel_ids[100:]
-    assert not set(valid) & set(train_unlabelled) and not set(valid) & set(label_ids)
+    valid, train_unlabeled = unlabel_ids[:100], unlabel_ids[100:]
+    assert not set(valid) & set(train_unlabeled) and not set(valid) & set(label_ids)
 
-    # The labelled set follows the class distribution.
+    # The labeled set follows the class distribution.
     counts = {int(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True))}
     expected = cs.allocate(counts, 50)
     assert {int(c): int(n) for c, n in zip(*np.unique(label_labels, return_counts=True))} == expected
@@ -140,7 +140,7 @@ def test_split_parts_are_disjoint_complete_and_follow_the_classes(ml_data, cifar
     assert (meta['height'], meta['width'], meta['channels']) == SHAPE
 
 
-def test_unlabelled_file_starts_class_interleaved(ml_data, cifar_like):
+def test_unlabeled_file_starts_class_interleaved(ml_data, cifar_like):
     path, labels = cifar_like
     result = split(ml_data, inputs=[path], seed=2, size=20)
     _, unlabel_labels = read_output(result['paths']['unlabel'])
@@ -206,8 +206,8 @@ def test_several_inputs_are_concatenated(ml_data):
     assert [i['first_id'] for i in result['map']['inputs']] == [0, 40]
 
 
-def test_custom_heldout_labelled_images_come_first(ml_data):
-    # 70 labelled training images, of which --label_size=60 form the pool; 25 unlabelled images
+def test_custom_heldout_labeled_images_come_first(ml_data):
+    # 70 labeled training images, of which --label_size=60 form the pool; 25 unlabeled images
     # in mydataset-unlabeled.tfrecord beside it, picked up automatically.
     train_labels = np.arange(70) % 3
     train = write_input(ml_data / 'mydataset-train.tfrecord', train_labels, class_names=['a', 'b', 'c'])
@@ -222,7 +222,7 @@ def test_custom_heldout_labelled_images_come_first(ml_data):
     valid = unlabel_ids[:15]
     assert sorted(valid.tolist()) == sorted(set(range(60)) - set(label_ids.tolist()))
     assert unlabel_labels[:15].tolist() == [0, 1, 2] * 5  # class-interleaved
-    # ... then come the labelled images outside the pool and the unlabelled images, never earlier.
+    # ... then come the labeled images outside the pool and the unlabeled images, never earlier.
     assert unlabel_ids[15:].tolist() == list(range(60, 95))
     assert (unlabel_labels[25:] == -1).all() and -1 not in unlabel_labels[:15]
     assert sorted(np.concatenate([label_ids, unlabel_ids]).tolist()) == list(range(95))
@@ -269,7 +269,7 @@ def test_bad_requests(ml_data, cifar_like, kwargs, words):
     assert not os.path.exists(ml_data / 'SSL') or os.listdir(ml_data / 'SSL') == []
 
 
-def test_unlabelled_record_inside_label_size_is_refused(ml_data):
+def test_unlabeled_record_inside_label_size_is_refused(ml_data):
     labels = np.r_[np.arange(20) % 2, [-1] * 5]
     path = write_input(ml_data / 'x-train.tfrecord', labels, class_names=['a', 'b'])
     with pytest.raises(UserError, match='record 20 of the first 22 has no label'):

@@ -1,5 +1,5 @@
 """The evaluated (EMA) model at any run length: decay warm-up, batch-norm statistics, metrics,
-labelled sets smaller than the batch, and what checkpoints and inference load."""
+labeled sets smaller than the batch, and what checkpoints and inference load."""
 import os
 
 import numpy as np
@@ -92,7 +92,7 @@ def test_each_bn_stats_mode(ml_data, tmp_path):
             models.recompute_batch_norm(trainer.ema_model, trainer._bn_images, 64)
             for a, b in zip(saved, values(trainer.ema_model.batch_norm_stats)):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-            # 12 labelled + the 24 unlabelled training images (6 of 30 are validation).
+            # 12 labeled + the 24 unlabeled training images (6 of 30 are validation).
             assert trainer._bn_images.shape == (36, 8, 8, 1)
     # Departures from the defaults name the run; the default run keeps its old name.
     names = {m: os.listdir(tmp_path / m / 'exp' / 'toy.1@12-6')[0] for m in ('recompute', 'moving')}
@@ -143,8 +143,8 @@ def test_metrics_are_sklearns_over_labels_and_predictions():
     assert got['accuracy_test/c'] == 100 and 'accuracy_test/d' not in got
 
 
-def test_labelled_set_smaller_than_the_batch(ml_data, tmp_path):
-    # 4 labelled images, batch 16: the labelled stream repeats across epochs within a batch.
+def test_labeled_set_smaller_than_the_batch(ml_data, tmp_path):
+    # 4 labeled images, batch 16: the labeled stream repeats across epochs within a batch.
     trainer = tiny_trainer(ml_data, tmp_path, n_label=4, batch=16, valid=4)
     batch = next(iter(trainer._batches(0)))
     assert batch['x'].shape[0] == 16
@@ -152,7 +152,7 @@ def test_labelled_set_smaller_than_the_batch(ml_data, tmp_path):
     assert np.isfinite(results['accuracy_test'])
 
 
-def test_empty_labelled_set_is_an_error(ml_data, tmp_path):
+def test_empty_labeled_set_is_an_error(ml_data, tmp_path):
     make_ssl_dataset(str(ml_data))
     images = np.zeros([0, 8, 8, 1], np.uint8)
     write_records(str(ml_data / 'SSL' / 'toy.1@12-label.tfrecord'), images, np.zeros([0], np.int64), 3)
@@ -172,7 +172,7 @@ def test_console_prints_dash_without_validation_set(ml_data, tmp_path):
 
 def test_supervised_baseline_on_digits_fits_its_labels_and_beats_an_svm(ml_data, tmp_path):
     """Issue 9's yardstick: 50 digits labels, 1,024 steps; evaluated weights >= 95% on their own
-    labelled images, and a test accuracy at least that of an SVM on the same 50 labels."""
+    labeled images, and a test accuracy at least that of an SVM on the same 50 labels."""
     from sklearn.svm import SVC
 
     from libml import datasets, pipeline

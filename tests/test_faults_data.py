@@ -55,7 +55,7 @@ def leftovers(folder):
     return sorted(glob.glob(os.path.join(str(folder), '**', '.*partial-*'), recursive=True))
 
 
-def labelled_file(path, n=60, nclass=10, shape=(8, 8, 1), seed=0):
+def labeled_file(path, n=60, nclass=10, shape=(8, 8, 1), seed=0):
     images, labels = make_images(n, shape, nclass, seed=seed)
     return write_records(str(path), images, labels, nclass)
 
@@ -79,7 +79,7 @@ def test_full_disk_create_datasets_and_filter(ml_data, tmp_path):
     assert 'digits-train.tfrecord' in line and 'ulimit' in line and 'free space' in line
     assert os.listdir(ml_data) == []
 
-    source = labelled_file(tmp_path / 'in.tfrecord', n=2000)  # about 200 kB
+    source = labeled_file(tmp_path / 'in.tfrecord', n=2000)  # about 200 kB
     out = ml_data / 'out.tfrecord'
     result = run_with_file_limit([FILTER, '--class_filter=0,1,2,3,4,5,6,7,8',
                                   f'--filter_dataset={source}', f'--save_name={out}'], 64 << 10)
@@ -89,7 +89,7 @@ def test_full_disk_create_datasets_and_filter(ml_data, tmp_path):
 
 def test_full_disk_create_split_and_make_aug_copy(ml_data):
     # create_split spills a full copy of its input first: that copy hits the limit.
-    labelled_file(ml_data / 'toy-train.tfrecord', n=2000)
+    labeled_file(ml_data / 'toy-train.tfrecord', n=2000)
     result = run_with_file_limit([CREATE_SPLIT, '--seed=1', '--label_split_size=20',
                                   ml_data / 'SSL' / 'toy', ml_data / 'toy-train.tfrecord'],
                                  64 << 10)
@@ -139,7 +139,7 @@ def test_storage_errors_names_the_output_for_tensorflow_and_os_errors(tmp_path):
 # 7. Destinations that cannot be written and record paths that are not readable files.
 
 def test_create_split_into_a_read_only_folder(ml_data, monkeypatch):
-    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    source = labeled_file(ml_data / 'toy-train.tfrecord')
     ssl = ml_data / 'SSL'
     ssl.mkdir()
     # As a user, open() in a read-only folder raises PermissionError; root is never refused, so
@@ -163,7 +163,7 @@ def test_create_split_into_a_read_only_folder(ml_data, monkeypatch):
 
 
 def test_create_split_prefix_under_a_file(ml_data):
-    labelled_file(ml_data / 'toy-train.tfrecord')
+    labeled_file(ml_data / 'toy-train.tfrecord')
     (ml_data / 'SSL').write_text('not a folder')
     result = run_script(CREATE_SPLIT, '--label_split_size=20', ml_data / 'SSL' / 'toy',
                         ml_data / 'toy-train.tfrecord')
@@ -179,7 +179,7 @@ def test_record_paths_that_are_folders(ml_data):
     with pytest.raises(UserError, match=rf'{folder} is a folder, not a record file'):
         fd.filter_records(str(folder), str(ml_data / 'o.tfrecord'), '1', quiet=True)
     from libml import datasets
-    labelled_file(ml_data / 'toy-test.tfrecord')
+    labeled_file(ml_data / 'toy-test.tfrecord')
     with pytest.raises(UserError, match=rf'--train_record={folder}: {folder} is a folder'):
         datasets.resolve('toy-5', (str(folder), 'toy-test.tfrecord'))
     result = run_script(CREATE_SPLIT, '--label_split_size=20', ml_data / 'SSL' / 'toy', folder)
@@ -189,7 +189,7 @@ def test_record_paths_that_are_folders(ml_data):
 
 
 def test_unreadable_record_files(ml_data, monkeypatch):
-    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    source = labeled_file(ml_data / 'toy-train.tfrecord')
     real_access = os.access
     # chmod 000 does not stop root: the permission check is what is simulated.
     monkeypatch.setattr(os, 'access', lambda path, mode, **kw: False if (
@@ -204,7 +204,7 @@ def test_unreadable_record_files(ml_data, monkeypatch):
 
 
 def test_output_path_that_is_a_folder(ml_data):
-    source = labelled_file(ml_data / 'toy-test.tfrecord')
+    source = labeled_file(ml_data / 'toy-test.tfrecord')
     target = ml_data / 'out.tfrecord'
     target.mkdir()
     with pytest.raises(UserError, match=rf'{target} is a folder; give a file name'):
@@ -243,7 +243,7 @@ def write_meta(path, meta):
 
 @pytest.mark.parametrize('meta, problem', BAD_METAS, ids=[p for _, p in BAD_METAS])
 def test_malformed_metadata_is_one_error_naming_the_file(ml_data, meta, problem):
-    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    source = labeled_file(ml_data / 'toy-train.tfrecord')
     write_meta(source, meta)
     mpath = names.meta_path(source)
     for call in (lambda: records.read_meta(source),
@@ -266,7 +266,7 @@ def test_malformed_metadata_in_the_trainer_and_on_the_command_line(ml_data):
     with pytest.raises(UserError, match=r'toy.1@12-label.tfrecord.json is not valid '
                                         r'\("height" is '):
         datasets.resolve(f'{stem}-6')
-    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    source = labeled_file(ml_data / 'toy-train.tfrecord')
     write_meta(source, [1, 2])
     result = run_script(CREATE_SPLIT, '--label_split_size=20', ml_data / 'SSL' / 'toy', source)
     assert 'toy-train.tfrecord.json is not valid' in error_line(result, 'create_split.py')
@@ -281,7 +281,7 @@ def test_malformed_metadata_in_the_trainer_and_on_the_command_line(ml_data):
     (dict(nclass=5, label_counts=None), ['holds label 9', 'says 5 classes']),
 ])
 def test_create_split_stops_when_metadata_disagrees_with_the_records(ml_data, lie, words):
-    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    source = labeled_file(ml_data / 'toy-train.tfrecord')
     write_meta(source, dict(GOOD_META, **lie))
     with pytest.raises(UserError) as e:
         cs.create_split(str(ml_data / 'SSL' / 'toy'), [source], 1, 20, quiet=True)
@@ -293,7 +293,7 @@ def test_create_split_stops_when_metadata_disagrees_with_the_records(ml_data, li
 def test_writers_state_what_they_wrote_not_what_the_input_claimed(ml_data):
     """A consistent but wrong metadata file (4x4x3 images, 3 classes named a, b, c) beside 8x8x1
     images of 10 classes: the new files' metadata must state the truth."""
-    source = labelled_file(ml_data / 'toy-train.tfrecord')
+    source = labeled_file(ml_data / 'toy-train.tfrecord')
     lie = dict(GOOD_META, height=4, width=4, channels=3, nclass=3, class_names=['a', 'b', 'c'],
                label_counts=None)
     write_meta(source, lie)
@@ -328,8 +328,8 @@ def test_writers_state_what_they_wrote_not_what_the_input_claimed(ml_data):
 
 
 def test_writer_refuses_records_of_mixed_shapes(ml_data):
-    a = labelled_file(ml_data / 'a-train.tfrecord', n=20, shape=(8, 8, 1))
-    b = labelled_file(ml_data / 'b-train.tfrecord', n=20, shape=(6, 6, 1))
+    a = labeled_file(ml_data / 'a-train.tfrecord', n=20, shape=(8, 8, 1))
+    b = labeled_file(ml_data / 'b-train.tfrecord', n=20, shape=(6, 6, 1))
     write_meta(b, dict(records.read_meta(b), height=8, width=8))  # says 8x8x1, as a's
     with pytest.raises(UserError, match=r'record \d+ holds a \dx\dx1 image, the records before '
                                         r'it \dx\dx1: an input holds images of another shape'):
@@ -414,7 +414,7 @@ def test_ctrl_c_lost_in_a_finaliser_still_stops_create_split(ml_data):
     """The cause of the 1-in-4: a KeyboardInterrupt raised while a weakref callback runs (here,
     deterministically, right after the input is read, where TensorFlow's autograph cache runs
     one) is printed as "Exception ignored" and dropped; the split then finished with exit 0."""
-    source = labelled_file(ml_data / 'toy-train.tfrecord', n=200)
+    source = labeled_file(ml_data / 'toy-train.tfrecord', n=200)
     driver = f'''
 import os, runpy, signal, sys, weakref
 sys.path.insert(0, {REPO!r})
@@ -505,7 +505,7 @@ def test_create_datasets_removes_temporaries_of_a_killed_run(ml_data):
 # 12. The record file goes into place before its metadata file.
 
 def test_metadata_never_describes_another_record_file(ml_data, monkeypatch):
-    path = labelled_file(ml_data / 'toy-train.tfrecord', n=10)
+    path = labeled_file(ml_data / 'toy-train.tfrecord', n=10)
     images, labels = make_images(5, (8, 8, 1), 10)
     real_replace = os.replace
 
@@ -535,8 +535,8 @@ def test_metadata_never_describes_another_record_file(ml_data, monkeypatch):
 
 
 def test_metadata_older_than_its_record_file_is_not_trusted(ml_data):
-    path = labelled_file(ml_data / 'toy-train.tfrecord', n=10)
-    other = labelled_file(ml_data / 'other.tfrecord', n=4)
+    path = labeled_file(ml_data / 'toy-train.tfrecord', n=10)
+    other = labeled_file(ml_data / 'other.tfrecord', n=4)
     os.replace(other, path)  # e.g. replaced by hand, or by an older version of these tools
     stamp = os.stat(path).st_mtime
     os.utime(names.meta_path(path), (stamp - 10, stamp - 10))
@@ -566,7 +566,7 @@ def test_tar_bomb_is_refused_before_it_is_read(ml_data, tmp_path, monkeypatch):
     assert read == []  # refused on its declared size
     assert os.listdir(ml_data) == []
 
-    # STL-10's unlabelled images are streamed, but are limited too (their exact size).
+    # STL-10's unlabeled images are streamed, but are limited too (their exact size).
     monkeypatch.setitem(archives.MEMBER_LIMITS, 'stl10_binary/unlabeled_X.bin',
                         2 * stl10.STL_BYTES)
     archive = write_tar(tmp_path / 'stl10_binary.tar.gz',

@@ -118,7 +118,7 @@ def test_second_trainer_in_the_same_run_folder_is_refused(ml_data, tmp_path):
     assert 'already trained' in result.stdout
 
 
-def test_damaged_unlabelled_file_is_named_before_training(ml_data, tmp_path):
+def test_damaged_unlabeled_file_is_named_before_training(ml_data, tmp_path):
     name = make_ssl_dataset(str(ml_data), n_unlabel=30) + '-6'
     path = ml_data / 'SSL' / 'toy.1@12-unlabel.tfrecord'
     raw = bytearray(path.read_bytes())

@@ -22,14 +22,14 @@ RENAME = os.path.join(REPO, 'scripts', 'rename_files.py')
 # filter_dataset.py
 
 @pytest.fixture
-def labelled(ml_data):
+def labeled(ml_data):
     """60 records, labels 0..9 in turn, content ids 0..59."""
     labels = np.arange(60) % 10
     return write_input(ml_data / 'cifar10-test.tfrecord', labels), labels
 
 
-def test_filter_keeps_only_the_classes_in_order_renumbered(ml_data, labelled):
-    path, labels = labelled
+def test_filter_keeps_only_the_classes_in_order_renumbered(ml_data, labeled):
+    path, labels = labeled
     out = ml_data / 'cifar6-test.tfrecord'
     kept, read = fd.filter_records(path, str(out), '2,3,4,5,6,7', quiet=True)
     ids, out_labels = read_output(out)
@@ -46,8 +46,8 @@ def test_filter_keeps_only_the_classes_in_order_renumbered(ml_data, labelled):
     assert names.read_class_names('cifar6', str(ml_data)) == NAMES[2:8]
 
 
-def test_filter_norelabel_keeps_labels_as_they_are(ml_data, labelled):
-    path, labels = labelled
+def test_filter_norelabel_keeps_labels_as_they_are(ml_data, labeled):
+    path, labels = labeled
     out = ml_data / 'cifar6-test.tfrecord'
     fd.filter_records(path, str(out), '2,3,4,5,6,7', quiet=True, relabel=False)
     ids, out_labels = read_output(out)
@@ -58,7 +58,7 @@ def test_filter_norelabel_keeps_labels_as_they_are(ml_data, labelled):
 
 
 def readme_mismatch_files(ml_data):
-    """README 2.3's label file and 50 % unlabelled file, filtered in the README's order."""
+    """README 2.3's label file and 50 % unlabeled file, filtered in the README's order."""
     write_input(ml_data / 'SSL' / 'cifar10.1@250-label.tfrecord', np.arange(30) % 10)
     unlabel = write_input(ml_data / 'SSL' / 'cifar10.1@250-unlabel.tfrecord', np.arange(50) % 10,
                           first_id=100)
@@ -95,7 +95,7 @@ def test_filter_mismatch_output_errors(ml_data):
                       str(ml_data / 'SSL' / 'cifar6.1@250-label.tfrecord'), '2,3,4,5,6,7', quiet=True)
     with pytest.raises(UserError, match='--in_distribution=2,3 disagrees with the classes 2,3,4,5,6,7'):
         fd.filter_records(unlabel, out, '0,1,6,7', quiet=True, in_distribution='2,3')
-    with pytest.raises(UserError, match='--norelabel: .*cifar6.1@250-label.tfrecord was relabelled'):
+    with pytest.raises(UserError, match='--norelabel: .*cifar6.1@250-label.tfrecord was relabeled'):
         fd.filter_records(unlabel, out, '0,1,6,7', quiet=True, relabel=False)
     with pytest.raises(UserError, match="--in_distribution='2,x' must be comma-separated"):
         fd.filter_records(unlabel, out, '0,1', quiet=True, in_distribution='2,x')
@@ -108,7 +108,7 @@ def test_filter_mismatch_output_errors(ml_data):
 
 
 def test_mismatch_validation_holds_only_in_distribution_images(ml_data):
-    """The trainer's validation set of a _mismatch dataset: the labelled records among the first
+    """The trainer's validation set of a _mismatch dataset: the labeled records among the first
     VALID, never an out-of-distribution one; those OOD records are not trained on either."""
     from libml import pipeline
     unlabel, out = readme_mismatch_files(ml_data)
@@ -121,16 +121,16 @@ def test_mismatch_validation_holds_only_in_distribution_images(ml_data):
     assert ds.nclass == 6 and ds.class_names == NAMES[2:8]
     _, valid = pipeline.load_arrays(ds.valid, ds.shape)
     assert valid.tolist() == [x for x in all_labels[:8] if x >= 0] == [4, 5, 4, 5]
-    _, train = pipeline.load_arrays(ds.unlabelled, ds.shape)
+    _, train = pipeline.load_arrays(ds.unlabeled, ds.shape)
     assert train.tolist() == all_labels[8:].tolist()
     # A validation prefix of out-of-distribution images only: one line naming -VALID.
     with pytest.raises(UserError, match='first 2 records .* are all out of distribution.*-VALID'):
         pipeline.load_arrays(pipeline.ssl_dataset('cifar6_mismatch50.1@250-2').valid, ds.shape)
-    # Only mismatch datasets (and those derived from them) drop unlabelled validation records.
+    # Only mismatch datasets (and those derived from them) drop unlabeled validation records.
     assert names.is_mismatch('cifar6_mismatch50_aug2') and not names.is_mismatch('cifar6_aug2')
 
 
-def test_filter_unlabelled_records_only_with_keep_unlabeled(ml_data):
+def test_filter_unlabeled_records_only_with_keep_unlabeled(ml_data):
     path = write_input(ml_data / 'x-unlabeled.tfrecord', [0, -1, 1, -1, 2], class_names=['a', 'b', 'c'])
     fd.filter_records(path, str(ml_data / 'a.tfrecord'), [0, 2], quiet=True)
     assert read_output(ml_data / 'a.tfrecord')[1].tolist() == [0, 1]      # classes 0, 2 -> 0, 1
@@ -144,28 +144,28 @@ def test_filter_unlabelled_records_only_with_keep_unlabeled(ml_data):
     ('2,10', ['class 10 does not exist', '0..9']),
     ('-1', ['class -1 does not exist']),
 ])
-def test_filter_bad_class_filter(ml_data, labelled, class_filter, words):
+def test_filter_bad_class_filter(ml_data, labeled, class_filter, words):
     with pytest.raises(UserError) as e:
-        fd.filter_records(labelled[0], str(ml_data / 'out.tfrecord'), class_filter, quiet=True)
+        fd.filter_records(labeled[0], str(ml_data / 'out.tfrecord'), class_filter, quiet=True)
     for word in words:
         assert word in str(e.value)
     assert not (ml_data / 'out.tfrecord').exists()
 
 
-def test_filter_other_errors(ml_data, labelled):
-    path, _ = labelled
+def test_filter_other_errors(ml_data, labeled):
+    path, _ = labeled
     with pytest.raises(UserError, match=r'cifar10.1@250-label.tfrecord does not exist; .*create_split'):
         fd.filter_records(str(ml_data / 'SSL' / 'cifar10.1@250-label.tfrecord'),
                           str(ml_data / 'o.tfrecord'), '1', quiet=True)
     with pytest.raises(UserError, match='is the input file'):
         fd.filter_records(path, path, '1', quiet=True)
-    unlabelled = write_input(ml_data / 'u.tfrecord', [-1] * 4)
+    unlabeled = write_input(ml_data / 'u.tfrecord', [-1] * 4)
     with pytest.raises(UserError, match='nothing written.*--keep_unlabeled'):
-        fd.filter_records(unlabelled, str(ml_data / 'o.tfrecord'), '1', quiet=True)
+        fd.filter_records(unlabeled, str(ml_data / 'o.tfrecord'), '1', quiet=True)
     # A file without label counts in its metadata: "nothing kept" is found while reading.
-    os.remove(names.meta_path(unlabelled))
+    os.remove(names.meta_path(unlabeled))
     with pytest.raises(UserError, match='nothing written'):
-        fd.filter_records(unlabelled, str(ml_data / 'o.tfrecord'), '1', quiet=True)
+        fd.filter_records(unlabeled, str(ml_data / 'o.tfrecord'), '1', quiet=True)
     assert not (ml_data / 'o.tfrecord').exists()
     assert not [f for f in os.listdir(ml_data) if f.startswith('.')]
 

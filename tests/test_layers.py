@@ -30,7 +30,7 @@ def test_interleave_is_its_own_inverse_and_mixes_kinds(batch, nu):
     first_kinds = mixed[0][:, 0].numpy()
     for p in range(nu + 1):  # batch 0 holds slice p of batch p, for every kind p
         np.testing.assert_array_equal(first_kinds[offsets[p]:offsets[p + 1]], p)
-    for i in range(1, nu + 1):  # batch i holds labelled examples where its slice i was
+    for i in range(1, nu + 1):  # batch i holds labeled examples where its slice i was
         kinds = mixed[i][:, 0].numpy()
         assert set(kinds) == {0, i}
         np.testing.assert_array_equal(kinds[offsets[i]:offsets[i + 1]], 0)
@@ -96,7 +96,7 @@ def _tagged_parts(batch, nu, size=3):
     return xs, ps
 
 
-# What each side of a mode may mix with: 'x' = labelled indices, 'u' = unlabelled, None = not mixed.
+# What each side of a mode may mix with: 'x' = labeled indices, 'u' = unlabeled, None = not mixed.
 _PARTNERS = {'xx': 'x', 'xxy': 'xu', '': None, 'yy': 'u', 'yx': 'x', 'yxy': 'xu'}
 
 
@@ -142,7 +142,7 @@ def test_mixmode_semantics(mode):
         assert {(True, 'x'), (True, 'u')} <= mixed_partner_kinds
 
 
-def test_mixmode_identity_and_unlabelled_untouched():
+def test_mixmode_identity_and_unlabeled_untouched():
     batch, nu = 8, 2
     xs, ps = _tagged_parts(batch, nu)
     mm = layers.MixMode('.')
@@ -154,10 +154,10 @@ def test_mixmode_identity_and_unlabelled_untouched():
     for a, b in zip(mxs[1:] + mps[1:], xs[1:] + ps[1:]):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert not np.array_equal(mxs[0].numpy(), xs[0].numpy())
-    assert mps[0].numpy()[:, batch:].max() == 0  # labelled mixed with labelled only
+    assert mps[0].numpy()[:, batch:].max() == 0  # labeled mixed with labeled only
 
 
-def test_mixmode_xx_yx_uses_each_labelled_example_nu_times():
+def test_mixmode_xx_yx_uses_each_labeled_example_nu_times():
     batch, nu = 6, 3
     mm = layers.MixMode('xx.yx')
     draws = mm.draw(tf.constant([5, 6]), batch, nu, 0.75)
@@ -184,7 +184,7 @@ def test_mixmode_draw_is_deterministic_per_seed():
     # int32 seeds work too, and beta <= 0 means no mixing.
     none = mm.draw(tf.constant([1, 2], tf.int32), 16, 2, 0.0)
     np.testing.assert_array_equal(none['lam'].numpy(), 1.0)
-    # Supervised MixUp (fs_mixup) draws for the labelled batch alone: nu = 0.
+    # Supervised MixUp (fs_mixup) draws for the labeled batch alone: nu = 0.
     sup = layers.MixMode('xx.').draw(tf.constant([1, 2]), 16, 0, 0.5)
     assert set(sup) == {'lam', 'perm_x'} and sup['lam'].shape == (16,)
     assert sorted(sup['perm_x'].numpy()) == list(range(16))

@@ -39,7 +39,7 @@ def identify(png, palette):
 
 
 def write_split(root, stem, shape, n_unlabel, n_label=10, nclass=10, label_stem=None):
-    """A split like create_split.py writes (no `source` feature); returns the unlabelled images.
+    """A split like create_split.py writes (no `source` feature); returns the unlabeled images.
 
     label_stem: write the label file under this split's name instead (as README 2.3 does for
     cifar6_mismatch50.1@250, whose label file is cifar6.1@250's)."""
@@ -87,7 +87,7 @@ def test_readme_command(ml_data):
         assert a.read() == b.read()
     assert meta(new_label) == meta(old_label)
 
-    # The unlabelled file: originals first (same bytes, source = index), then copy 1, copy 2.
+    # The unlabeled file: originals first (same bytes, source = index), then copy 1, copy 2.
     old = read(names.split_path('cifar10.1@250', 'unlabel', ml_data))
     path = names.split_path('cifar10_aug2.1@250', 'unlabel', ml_data)
     new = read(path)
@@ -124,7 +124,7 @@ def test_readme_command(ml_data):
 
 def test_custom_grey_mismatch_valid_rerun(ml_data):
     # A custom grey 8x8 dataset, derived like README 2.3's cifar6_mismatch50: its split has an
-    # unlabelled file of its own and the label file of the split it derives from.
+    # unlabeled file of its own and the label file of the split it derives from.
     n, shape = 24, (8, 8, 1)
     write_split(ml_data, 'mydata_mismatch25.3@20', shape, n, nclass=4, label_stem='mydata.3@20')
     palette = colours(n, 1)

@@ -66,7 +66,7 @@ def test_quick_run_writes_table_plot_and_data_and_resumes(ml_data, tmp_path):
     # Run again: every trained run (supervised, 2 MixMatch, 2 x 2 RealMix) is reused.
     again = assert_ok(run_script(*cmd, timeout=900)).stdout
     assert again.count('finished earlier') == 7 and 'Training ' not in again
-    assert 'Unlabelled images of mismatch' not in again    # the data files are reused too
+    assert 'Unlabeled images of mismatch' not in again    # the data files are reused too
 
 
 @pytest.mark.parametrize('flag, words', [

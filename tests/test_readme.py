@@ -44,7 +44,7 @@ SKIPPED_ONE_LINERS = [
 ]
 INSTALL_HEADING = '### 1.1.'
 
-UNLABEL_SIZE = readme_data.cifar10_train_count() - 250   # unlabelled images of cifar10.1@250
+UNLABEL_SIZE = readme_data.cifar10_train_count() - 250   # unlabeled images of cifar10.1@250
 
 # (README text, replacement, why). Only sizes and durations. Each entry must still match the
 # README (a stale entry fails the test, so the table follows the README).
@@ -54,11 +54,11 @@ SIZES = [
      '(cifar10.1@250), seed 3 by 1.3 and 3.2 (mydataset.3@450)'),
     ('for size in 250 500 1000 2000 4000;', 'for size in 250;',
      'runs: one label count, the one sections 1.3 and 2.3 use'),
-    ('--aug_copy=50', '--aug_copy=2', 'size: 2 augmented copies of each unlabelled image, not 50'),
+    ('--aug_copy=50', '--aug_copy=2', 'size: 2 augmented copies of each unlabeled image, not 50'),
     ('_aug50', '_aug2', 'size: the dataset names that follow from --aug_copy=2'),
     ('--filters=32', '--filters=4', 'size: model width (4 filters in the first stage, not 32)'),
     ('--unlabel_size=49750', f'--unlabel_size={UNLABEL_SIZE}',
-     'size: the unlabelled count of cifar10.1@250 in the tiny CIFAR-10 (still checked by the script)'),
+     'size: the unlabeled count of cifar10.1@250 in the tiny CIFAR-10 (still checked by the script)'),
 ]
 # Appended to every training command (realmix.py / fully_supervised/fs_*.py without
 # --perform_inference): durations and sizes. 1 kimg = 1024 images: 64 steps of 16, one
@@ -67,7 +67,7 @@ TRAINING = [
     ('--train_kimg=1', 'duration: 1 kimg instead of 65536'),
     ('--report_kimg=1', 'duration: one evaluation (and TensorBoard scalars) at the end'),
     ('--save_kimg=1', 'duration: one checkpoint at the end'),
-    ('--batch=16', 'size: 16 labelled images per step instead of 64'),
+    ('--batch=16', 'size: 16 labeled images per step instead of 64'),
     ('--repeat=1', 'size: model depth, 1 residual block per stage instead of 4 (halves the '
                    'tracing time of the training step)'),
 ]

@@ -11,14 +11,14 @@ one line it prints,
 
 What is timed is USB's own code, built through semilearn's public API (`get_config`,
 `get_net_builder`, `get_algorithm`) as its `Trainer` builds it: `MixMatch.train_step` (label
-guess on the 2 unlabelled views with frozen batch-norm statistics, a forward of the labelled
+guess on the 2 unlabeled views with frozen batch-norm statistics, a forward of the labeled
 batch, MixUp of all 3*B images, forwards of the 3 mixed batches with statistics kept from the
 first only, cross-entropy + weighted squared error), then the two hooks that USB's training loop
 runs after every step to change weights: `ParamUpdateHook` (backward, SGD with Nesterov
 momentum, cosine learning-rate step, zero_grad) and `EMAHook` (the EMA model's update). The
 other hooks (evaluation, checkpoints, logging, the CUDA-event timer) and the data loaders are
 left out, as our bench's bare step leaves out the trainer's. Inputs are fixed synthetic tensors:
-B labelled images with labels and B unlabelled images in 2 views, `hw` x `hw` x 3, 10 classes;
+B labeled images with labels and B unlabeled images in 2 views, `hw` x `hw` x 3, 10 classes;
 the network is USB's `wrn_28_2`.
 
   /work/peer_venv/bin/python benchmarks/peer/usb_mixmatch_step.py --hw 32 --steps 10
@@ -107,7 +107,7 @@ def build_usb_mixmatch(hw, batch, mixup_alpha, T, threads):
         'algorithm': 'mixmatch', 'net': 'wrn_28_2', 'net_from_name': False,
         'num_classes': 10, 'img_size': hw, 'batch_size': batch, 'uratio': 1,
         # USB's classic-CV MixMatch settings (SGD lr 0.03, Nesterov momentum 0.9, decay 5e-4,
-        # unlabelled weight 100 ramped over 40% of training, EMA 0.999, T 0.5), except MixUp's
+        # unlabeled weight 100 ramped over 40% of training, EMA 0.999, T 0.5), except MixUp's
         # alpha: 0.75 as RealMix's --beta (USB's configs use 0.5; the compute is the same).
         'optim': 'SGD', 'lr': 0.03, 'momentum': 0.9, 'weight_decay': 5e-4, 'layer_decay': 1.0,
         'ulb_loss_ratio': 100, 'unsup_warm_up': 0.4, 'ema_m': 0.999, 'T': T,
@@ -137,7 +137,7 @@ def build_usb_mixmatch(hw, batch, mixup_alpha, T, threads):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--hw', type=int, default=32, help='image height and width (32 or 8)')
-    parser.add_argument('--batch', type=int, default=64, help='labelled (= unlabelled) batch')
+    parser.add_argument('--batch', type=int, default=64, help='labeled (= unlabeled) batch')
     parser.add_argument('--warmup', type=int, default=3, help='untimed steps first')
     parser.add_argument('--steps', type=int, default=10, help='timed steps')
     parser.add_argument('--threads', type=int, default=2, help='torch compute threads')
@@ -184,7 +184,7 @@ def main():
         'what': 'USB MixMatch train_step + ParamUpdateHook + EMAHook',
         'semilearn': version('semilearn'), 'semilearn_path': os.path.dirname(semilearn.__file__),
         'torch': torch.__version__, 'threads': torch.get_num_threads(),
-        'hw': args.hw, 'batch': args.batch, 'unlabelled_views': 2, 'mixup_alpha': args.mixup_alpha,
+        'hw': args.hw, 'batch': args.batch, 'unlabeled_views': 2, 'mixup_alpha': args.mixup_alpha,
         'trained_images_per_step': 3 * args.batch,
         'params': sum(p.numel() for p in algorithm.model.parameters()),
         'warmup': args.warmup, 'steps': args.steps,

@@ -122,7 +122,7 @@ def _check_bad(bad, skip):
 
 
 def _check_counts(writers, class_names):
-    """After skipping bad images, every labelled part must still have images."""
+    """After skipping bad images, every labeled part must still have images."""
     for part in ('train', 'test'):
         if not writers[part].count:
             raise UserError(f'no readable {part} images are left.')

@@ -31,7 +31,7 @@ def require_dir(folder, flag):
 
 def check_folders(traindir, testdir, unlabeldir=None):
     """Refuses folders that are the same or inside one another: test images would be trained on
-    (or counted twice), unlabelled images would include labelled ones."""
+    (or counted twice), unlabeled images would include labeled ones."""
     given = [(flag, folder) for flag, folder in (('--traindir', traindir), ('--testdir', testdir),
                                                  ('--unlabeldir', unlabeldir)) if folder]
     real = {flag: os.path.realpath(folder) for flag, folder in given}
@@ -58,7 +58,7 @@ def _warn_ignored(skipped, folder):
                         len(others), folder, others[0])
 
 
-def scan_labelled(folder, flag):
+def scan_labeled(folder, flag):
     """[(path, class name)] of a train/test folder: class sub-folders, or flat {n}_{class}.ext."""
     require_dir(folder, flag)
     listing = folders.list_images(folder)
@@ -95,8 +95,8 @@ def scan_unlabeled(folder, flag='--unlabeldir'):
 def plan(traindir, testdir, unlabeldir):
     """Class names, and {part: [(path, label)]} for train, test and (optionally) unlabeled."""
     check_folders(traindir, testdir, unlabeldir)
-    train = scan_labelled(traindir, '--traindir')
-    test = scan_labelled(testdir, '--testdir')
+    train = scan_labeled(traindir, '--traindir')
+    test = scan_labeled(testdir, '--testdir')
     names = sorted({c for _, c in train})
     test_classes = {c for _, c in test}
     if extra := sorted(test_classes - set(names)):

@@ -47,7 +47,7 @@ def stl_folds(text, count):
 
 
 def stl_unlabeled_chunks(tar, member, path):
-    """Streams the unlabelled images from the tar member: 100,000 of them are 2.8 GB."""
+    """Streams the unlabeled images from the tar member: 100,000 of them are 2.8 GB."""
     with archives.archive_errors(path):
         f = tar.extractfile(member)
         for start in range(0, member.size, output.CHUNK * STL_BYTES):
