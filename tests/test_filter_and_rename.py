@@ -110,14 +110,14 @@ def test_filter_mismatch_output_errors(ml_data):
 def test_mismatch_validation_holds_only_in_distribution_images(ml_data):
     """The trainer's validation set of a _mismatch dataset: the labeled records among the first
     VALID, never an out-of-distribution one; those OOD records are not trained on either."""
-    from libml import pipeline
+    from libml import datasets, pipeline
     unlabel, out = readme_mismatch_files(ml_data)
     write_input(ml_data / 'cifar10-test.tfrecord', np.arange(20) % 10)
     fd.filter_records(str(ml_data / 'cifar10-test.tfrecord'), str(ml_data / 'cifar6-test.tfrecord'),
                       '2,3,4,5,6,7', quiet=True)
     fd.filter_records(unlabel, out, '0,1,6,7', quiet=True)
     _, all_labels = read_output(out)          # 0, 1, 6, 7 in turn -> -1, -1, 4, 5
-    ds = pipeline.ssl_dataset('cifar6_mismatch50.1@250-8')
+    ds = datasets.resolve('cifar6_mismatch50.1@250-8')
     assert ds.nclass == 6 and ds.class_names == NAMES[2:8]
     _, valid = pipeline.load_arrays(ds.valid, ds.shape)
     assert valid.tolist() == [x for x in all_labels[:8] if x >= 0] == [4, 5, 4, 5]
@@ -125,7 +125,7 @@ def test_mismatch_validation_holds_only_in_distribution_images(ml_data):
     assert train.tolist() == all_labels[8:].tolist()
     # A validation prefix of out-of-distribution images only: one line naming -VALID.
     with pytest.raises(UserError, match='first 2 records .* are all out of distribution.*-VALID'):
-        pipeline.load_arrays(pipeline.ssl_dataset('cifar6_mismatch50.1@250-2').valid, ds.shape)
+        pipeline.load_arrays(datasets.resolve('cifar6_mismatch50.1@250-2').valid, ds.shape)
     # Only mismatch datasets (and those derived from them) drop unlabeled validation records.
     assert names.is_mismatch('cifar6_mismatch50_aug2') and not names.is_mismatch('cifar6_aug2')
 
