@@ -200,7 +200,7 @@ def test_folder_label_rules(tmp_path):
         png(named / c / 'x.png')
     _, labels, names, _ = predict.list_images(named, None, 3)  # no class names: sorted order
     assert labels.tolist() == [0, 1, 2] and names == ['a', 'b', 'c']
-    with pytest.raises(UserError, match='3 class folders .* 4 classes'):
+    with pytest.raises(UserError, match='3 class subfolders .* for its 4 classes'):
         predict.list_images(named, None, 4)
     with pytest.raises(UserError, match='a, b, c are not classes of the model'):
         predict.list_images(named, CLASSES, 3)

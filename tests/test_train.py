@@ -110,12 +110,14 @@ def test_killed_run_resumes_from_its_last_checkpoint(ml_data, tmp_path):
            '--repeat=1', '--report_kimg=1', '--save_kimg=1', '--augment=svhn',
            f'--train_dir={tmp_path}', '--train_kimg=1000']
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 120
+    deadline = time.time() + 900   # generous: a loaded CI machine is slow to start TensorFlow
     while not glob.glob(f'{tmp_path}/*/*/tf/model.ckpt-00002048.index') and time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[0].decode()
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     saved = tf.train.latest_checkpoint(glob.glob(f'{tmp_path}/*/*/tf')[0])
+    assert saved, 'no checkpoint within the deadline'
     done = int(saved.rsplit('-', 1)[1])
     assert done >= 2048
     result = assert_ok(run_script(*cmd[1:-1], f'--train_kimg={done // 1024 + 1}'))
