@@ -33,8 +33,19 @@ Decoding, in two steps (an exported model reproduces the second in graph ops; se
          antialias=True) to [height, width] as a whole (aspect ratio not kept, no crop), then
          tf.round (halves to even), clipped to [0, 255]. An image of the model's size is used
          exactly as decoded.
-  What graph ops cannot reproduce: TensorFlow's decoders ignore EXIF orientation, so an export
-  that decodes in the graph sees a rotated camera JPEG sideways unless it is turned upright before.
+  (a') `decode_encoded(data)` is (a) in TensorFlow ops, for a graph that takes encoded images (an
+      exported model's serving signature, libml/export.py). It gives the same pixels as (a) for
+      PNG (1-, 2-, 4-, 8- and 16-bit; grey, grey + alpha, RGB, RGBA, palette with or without
+      transparency; interlaced or not) and for JPEG (grey, RGB; libjpeg's accurate integer
+      transform, as Pillow uses). Differences, because TensorFlow's decoders do not read them:
+      - EXIF orientation is not applied: a camera JPEG stored sideways stays sideways (the
+        pixels are those of (a) turned back; tests/test_export.py checks that this is the only
+        difference);
+      - a single transparent colour of a grey or RGB PNG (tRNS chunk; a palette's transparency
+        is read) is ignored: those pixels keep their colour instead of becoming white;
+      - CMYK JPEG (rare; print workflows) converts to RGB with another formula;
+      - GIF, BMP and WEBP go through tf.io.decode_image (first frame of a GIF): the same pixels
+        when opaque, transparency may differ.
 
 Size limit
   An image above `max_pixels` (width x height, default MAX_IMAGE_PIXELS = 40 megapixels, raised
@@ -233,6 +244,34 @@ def _pixels(im):
         im = im.convert(mode)  # applies a tRNS colour or palette transparency as alpha
     pixels = np.asarray(im, dtype=np.uint8)
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def decode_encoded(data):
+    """(a) in TensorFlow ops: encoded image bytes (string scalar) -> uint8 tensor [h, w, n],
+    n = 1..4 as decode_file returns; differences in the module doc, (a'). A file TensorFlow
+    cannot decode raises tf.errors.InvalidArgumentError when the graph runs."""
+    data = tf.convert_to_tensor(data, tf.string)
+
+    def png():
+        # IHDR is the first chunk: bit depth at byte 24, colour type at byte 25 (0 = grey).
+        depth_and_colour = tf.io.decode_raw(tf.strings.substr(data, 24, 2), tf.uint8)
+        grey16 = tf.reduce_all(tf.equal(depth_and_colour, tf.constant([16, 0], tf.uint8)))
+
+        def rounded_grey16():  # round(v / 257), as decode_file; (2v + 257) // 514 is exact
+            v = tf.cast(tf.io.decode_png(data, 1, tf.uint16), tf.int32)
+            return tf.cast((2 * v + 257) // 514, tf.uint8)
+        # Any other PNG: 16-bit samples keep their high byte, as in decode_file.
+        return tf.cond(grey16, rounded_grey16, lambda: tf.io.decode_png(data, 0, tf.uint8))
+
+    pixels = tf.case(
+        [(tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIGNATURE), png),
+         (tf.io.is_jpeg(data),
+          lambda: tf.io.decode_jpeg(data, 0, dct_method='INTEGER_ACCURATE'))],
+        default=lambda: tf.io.decode_image(data, 0, tf.uint8, expand_animations=False))
+    return tf.ensure_shape(pixels, [None, None, None])
 
 
 # ----------------------------------------------------------------------------------------------
