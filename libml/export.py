@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from libml import datasets, images, pipeline, runs
-from libml.files import atomic_folder, write_json
+from libml.files import atomic_folder, check_new_output, write_json
 from libml.utils import UserError
 
 FORMATS = ('saved_model', 'tflite', 'both')
@@ -151,10 +151,7 @@ def export_run(ckpt, out, formats='both', overwrite=False, quantize=False, say=p
     folder `out` (module doc). Returns the export.json dict."""
     if formats not in FORMATS:
         raise UserError(f'--format={formats} is not one of {", ".join(FORMATS)}.')
-    out = os.path.abspath(os.path.expanduser(out))
-    if os.path.lexists(out) and not overwrite:  # before the slow work (atomic_folder checks too)
-        raise UserError(f'--out={out} exists; remove it, choose another folder or pass '
-                        '--overwrite to replace it.')
+    out = check_new_output(out, overwrite)  # before the slow work (atomic_folder checks again)
     if quantize and formats == 'saved_model':
         raise UserError('--quantize applies to the TFLite model: use --format=tflite or both.')
     prefix, run_dir = runs.resolve_checkpoint(ckpt)

@@ -111,6 +111,16 @@ def atomic_output(path, overwrite=True):
             os.remove(tmp)
 
 
+def check_new_output(path, overwrite=False, flag='--overwrite'):
+    """The absolute `path`; a UserError if it exists and `overwrite` is not set (the flag that
+    allows replacing it is named in the message)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.lexists(path) and not overwrite:
+        raise UserError(f'{path} exists; remove it, choose another folder or pass {flag} to '
+                        'replace it.')
+    return path
+
+
 @contextlib.contextmanager
 def atomic_folder(path, overwrite=False, flag='--overwrite'):
     """Yields a new, empty temporary folder to fill; it becomes `path` only if the block completes
@@ -119,10 +129,7 @@ def atomic_folder(path, overwrite=False, flag='--overwrite'):
     An existing `path` is a UserError unless `overwrite` (the flag that allows it is named in the
     message); then it is replaced only once the new folder is complete.
     """
-    path = os.path.abspath(path)
-    if os.path.lexists(path) and not overwrite:
-        raise UserError(f'{path} exists; remove it, choose another folder or pass {flag} to '
-                        'replace it.')
+    path = check_new_output(path, overwrite, flag)
     tmp = temporary_name(path)
     output_folder(tmp)
     remove_stale_temporaries(path)

@@ -16,6 +16,7 @@ section "Export and serve".
 from absl import flags
 
 from libml import utils
+from libml.files import check_new_output
 from libml.utils import UserError
 
 flags.DEFINE_string('out', None, 'Folder to write (must not exist, unless --overwrite).')
@@ -36,6 +37,7 @@ def main(argv):
         raise UserError(f'expected one argument, the run folder or checkpoint; {USAGE}')
     if not FLAGS.out:
         raise UserError(f'--out=DIR is required (the folder to write); {USAGE}')
+    check_new_output(FLAGS.out, FLAGS.overwrite)
     from libml import export  # imports TensorFlow: after the checks, so mistakes show at once
     export.export_run(argv[1], FLAGS.out, FLAGS.format, FLAGS.overwrite, FLAGS.quantize)
 

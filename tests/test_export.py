@@ -48,7 +48,7 @@ def world(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv('ML_DATA', str(ml_data))
         name = make_ssl_dataset(str(ml_data), shape=(8, 8, 3), class_names=CLASSES) + '-6'
-        config = train.Config(train_dir=str(root / 'exp'), batch=8, filters=4, repeat=1,
+        config = train.Config(train_dir=str(root / 'exp'), batch=32, filters=4, repeat=1,
                               train_kimg=1, report_kimg=1, save_kimg=1, augment='svhn',
                               eval_batch=64)
         dataset = datasets.resolve(name)
