@@ -10,8 +10,8 @@ renamed; an existing folder is replaced only with overwrite=True):
   saved_model.pb, variables/   SavedModel, tag "serve" (--format saved_model or both), signatures:
       serving_default  image_bytes: string [N], encoded PNG or JPEG files of any size and mode,
                        decoded and resized in the graph as libml/images.py decodes for training
-                       (images.decode_encoded, then images.to_model_pixels; the differences TF's
-                       decoders cannot avoid, such as EXIF orientation, are listed there)
+                       (images.decode_encoded, then images.to_model_pixels; the few differences
+                       TF's decoders impose, e.g. a grey PNG's transparent colour, are listed there)
       predict_pixels   pixels: uint8 [N, H, W, C] at the model's size
       both ->          probabilities float32 [N, K] (softmax), class_id int64 [N] (the most
                        probable class), class_name string [N]

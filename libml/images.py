@@ -38,9 +38,10 @@ Decoding, in two steps (an exported model reproduces the second in graph ops; se
       PNG (1-, 2-, 4-, 8- and 16-bit; grey, grey + alpha, RGB, RGBA, palette with or without
       transparency; interlaced or not) and for JPEG (grey, RGB; libjpeg's accurate integer
       transform, as Pillow uses). Differences, because TensorFlow's decoders do not read them:
-      - EXIF orientation is not applied: a camera JPEG stored sideways stays sideways (the
-        pixels are those of (a) turned back; tests/test_export.py checks that this is the only
-        difference);
+      - EXIF orientation is applied for JPEG and PNG when the EXIF block starts within the
+        first 128 KiB of the file (a camera JPEG puts it first; a PNG's eXIf chunk after large
+        image data is not found), from its first directory (IFD0), as Pillow reads it; not for
+        WEBP, and not an orientation found only in XMP metadata;
       - a single transparent colour of a grey or RGB PNG (tRNS chunk; a palette's transparency
         is read) is ignored: those pixels keep their colour instead of becoming white;
       - CMYK JPEG (rare; print workflows) converts to RGB with another formula;
@@ -266,12 +267,81 @@ def decode_encoded(data):
         # Any other PNG: 16-bit samples keep their high byte, as in decode_file.
         return tf.cond(grey16, rounded_grey16, lambda: tf.io.decode_png(data, 0, tf.uint8))
 
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIGNATURE)
+    is_jpeg = tf.io.is_jpeg(data)
     pixels = tf.case(
-        [(tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIGNATURE), png),
-         (tf.io.is_jpeg(data),
-          lambda: tf.io.decode_jpeg(data, 0, dct_method='INTEGER_ACCURATE'))],
+        [(is_png, png),
+         (is_jpeg, lambda: tf.io.decode_jpeg(data, 0, dct_method='INTEGER_ACCURATE'))],
         default=lambda: tf.io.decode_image(data, 0, tf.uint8, expand_animations=False))
-    return tf.ensure_shape(pixels, [None, None, None])
+    pixels = tf.ensure_shape(pixels, [None, None, None])
+    return tf.cond(is_png | is_jpeg, lambda: _upright(pixels, _exif_orientation(data, is_jpeg)),
+                   lambda: pixels)
+
+
+# EXIF orientation in graph ops: where the EXIF block is (JPEG: the first APP1 segment starting
+# "Exif\0\0"; PNG: the eXIf chunk), then tag 0x0112 of its first directory (IFD0), as Pillow
+# reads it. Only the first _EXIF_SCAN_BYTES of a file are searched.
+_EXIF_SCAN_BYTES = 1 << 17
+_IFD_ENTRIES = 64  # entries of IFD0 searched for the orientation tag
+
+
+def _exif_orientation(data, is_jpeg):
+    """EXIF orientation 1..8 of JPEG or PNG bytes (1: none, or not a valid value), int32 []."""
+    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 0, _EXIF_SCAN_BYTES), tf.uint8),
+                  tf.int64)
+    head = tf.pad(raw, [[0, _EXIF_SCAN_BYTES + 16 - tf.size(raw, tf.int64)]])  # reads past: 0
+
+    def uint(pos, size, little=False):
+        """Unsigned integers of `size` bytes at byte positions `pos` (any shape)."""
+        pos = tf.clip_by_value(tf.cast(pos, tf.int64), 0, _EXIF_SCAN_BYTES)
+        values = tf.gather(head, pos[..., None] + tf.range(size, dtype=tf.int64))
+        weights = 256 ** tf.range(size, dtype=tf.int64)
+        weights = tf.where(little, weights, tf.reverse(weights, [0]))
+        return tf.reduce_sum(values * weights, -1)
+
+    def search(start, more, step):
+        """The first position `step` returns (-1: none), walking segments or chunks."""
+        return tf.while_loop(lambda pos, found: (found < 0) & (pos < _EXIF_SCAN_BYTES)
+                             & more(pos), lambda pos, found: step(pos),
+                             (tf.constant(start, tf.int64), tf.constant(-1, tf.int64)),
+                             maximum_iterations=1024)[1]
+
+    def jpeg():  # segments FF xx LENGTH(2, big-endian, includes itself) until start of scan FF DA
+        return search(2, lambda pos: (uint(pos, 1) == 0xFF) & (uint(pos + 1, 1) != 0xDA),
+                      lambda pos: (pos + 2 + uint(pos + 2, 2), tf.where(
+                          (uint(pos + 1, 1) == 0xE1) & (uint(pos + 4, 4) == 0x45786966)  # Exif
+                          & (uint(pos + 8, 2) == 0), pos + 10, tf.constant(-1, tf.int64))))
+
+    def png():  # chunks LENGTH(4) TYPE(4) DATA CRC(4)
+        return search(8, lambda pos: tf.constant(True),
+                      lambda pos: (pos + 12 + uint(pos, 4), tf.where(
+                          uint(pos + 4, 4) == 0x65584966, pos + 8, tf.constant(-1, tf.int64))))
+
+    tiff = tf.cond(is_jpeg, jpeg, png)  # a TIFF header: byte order II or MM, IFD0 offset
+    little = tf.equal(uint(tiff, 2), 0x4949)
+    ifd = tiff + uint(tiff + 4, 4, little)
+    entries = ifd + 2 + 12 * tf.range(_IFD_ENTRIES, dtype=tf.int64)  # tag(2) type(2) n(4) value
+    match = (uint(entries, 2, little) == 0x0112) & (
+        tf.range(_IFD_ENTRIES, dtype=tf.int64) < uint(ifd, 2, little))
+    value = tf.gather(uint(entries + 8, 2, little), tf.argmax(tf.cast(match, tf.int32)))
+    valid = (tiff >= 0) & tf.reduce_any(match) & (value >= 1) & (value <= 8)
+    return tf.cast(tf.where(valid, value, 1), tf.int32)
+
+
+def _upright(pixels, orientation):
+    """[h, w, n] stored with EXIF `orientation` -> as displayed (PIL.ImageOps.exif_transpose)."""
+    # (Transposed as int32: oneDNN's uint8 transpose logs an error line where it falls back.)
+    transposed = lambda: tf.cast(tf.transpose(tf.cast(pixels, tf.int32), [1, 0, 2]), tf.uint8)
+    return tf.switch_case(orientation - 1, [
+        lambda: pixels,                                      # 1 upright
+        lambda: tf.reverse(pixels, [1]),                     # 2 mirrored
+        lambda: tf.reverse(pixels, [0, 1]),                  # 3 upside down
+        lambda: tf.reverse(pixels, [0]),                     # 4 mirrored upside down
+        transposed,                                          # 5
+        lambda: tf.reverse(transposed(), [1]),               # 6 turned 90 degrees clockwise
+        lambda: tf.reverse(transposed(), [0, 1]),            # 7
+        lambda: tf.reverse(transposed(), [0]),               # 8 turned 90 degrees anticlockwise
+    ])
 
 
 # ----------------------------------------------------------------------------------------------

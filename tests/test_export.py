@@ -255,19 +255,32 @@ def test_in_graph_decoder_equals_the_python_decoder(tmp_path):
                                           images.to_model_pixels(expected, 8, 8, c), err_msg=name)
 
 
-def test_in_graph_decoder_documented_differences(tmp_path):
-    """EXIF orientation and a PNG's single transparent colour: what differs, and by how much."""
-    rng = np.random.RandomState(1)
-    stored = rng.randint(0, 256, (6, 10, 3)).astype(np.uint8)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "turn 90 degrees clockwise to display"
-    data = jpeg_bytes(stored, exif=exif.tobytes())
-    (tmp_path / 'camera.jpg').write_bytes(data)
-    upright = images.decode_file(tmp_path / 'camera.jpg')
-    in_graph = images.decode_encoded(tf.constant(data)).numpy()
-    assert upright.shape == (10, 6, 3) and in_graph.shape == (6, 10, 3)
-    np.testing.assert_array_equal(in_graph, np.rot90(upright, 1))  # the only difference
+def exif_block(orientation, little_endian):
+    """EXIF with one entry, the orientation, in either byte order."""
+    order = '<' if little_endian else '>'
+    import struct
+    return (b'Exif\0\0' + (b'II' if little_endian else b'MM') + struct.pack(order + 'HI', 42, 8)
+            + struct.pack(order + 'HHHIHHI', 1, 0x0112, 3, 1, orientation, 0, 0))
 
+
+def test_in_graph_decoder_applies_exif_orientation(tmp_path):
+    stored = np.random.RandomState(2).randint(0, 256, (6, 10, 3)).astype(np.uint8)
+    decode = tf.function(images.decode_encoded)
+    for orientation in range(1, 9):
+        for little in (True, False):
+            for fmt, data in (('jpg', jpeg_bytes(stored, exif=exif_block(orientation, little))),
+                              ('png', png_bytes(stored, exif=exif_block(orientation, little)))):
+                path = tmp_path / f'{orientation}{little}.{fmt}'
+                path.write_bytes(data)
+                upright = images.decode_file(path)
+                assert upright.shape[:2] == ((10, 6) if orientation >= 5 else (6, 10))
+                np.testing.assert_array_equal(decode(tf.constant(data)).numpy(), upright,
+                                              err_msg=str(path))
+
+
+def test_in_graph_decoder_documented_difference(tmp_path):
+    """A grey PNG's single transparent colour: what differs, and by how much."""
+    rng = np.random.RandomState(1)
     grey = rng.randint(0, 8, (9, 7)).astype(np.uint8)  # value 5 is transparent (tRNS)
     data = png_bytes(grey, 'L', transparency=5)
     (tmp_path / 'trns.png').write_bytes(data)
