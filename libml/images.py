@@ -35,6 +35,31 @@ Decoding, in two steps (an exported model reproduces the second in graph ops; se
          exactly as decoded.
   (a') `decode_encoded(data)` is (a) in TensorFlow ops, for a graph that takes encoded images (an
       exported model's serving signature, libml/export.py). It gives the same pixels as (a) for
+      PNG (1-, 2-, 4-, 8- and 16-bit; grey, grey + alpha, RGB, RGBA, palette; interlaced or not;
+      a palette's transparency and a grey or RGB image's transparent colour, tRNS, compared as
+      Pillow compares it) and for JPEG (grey, RGB; libjpeg's accurate integer transform, as
+      Pillow uses), EXIF orientation applied to both (found by walking the JPEG segments or PNG
+      chunks with string ops; tag 0x0112 of the first directory). What differs:
+      - EXIF and tRNS are looked for in the first 128 KiB of a file only (a camera JPEG puts its
+        EXIF first, tRNS precedes the image data; a PNG's eXIf chunk after large image data is
+        missed); an orientation found only in XMP metadata is not read;
+      - CMYK JPEG (rare; print workflows) converts to RGB with another formula;
+      - GIF, BMP and WEBP go through tf.io.decode_image (first frame of a GIF): the same pixels
+        when opaque and upright; transparency and orientation may differ.
+  (b) `to_model_pixels(pixels, height, width, channels)`, TensorFlow ops (eager, in tf.data, or
+      in an exported graph), uint8 [h, w, n] -> uint8 [height, width, channels], channels 1 or 3
+      (create_datasets writes 1 when every image is grey, else 3):
+      1. alpha (n = 2 or 4) composited on white, in integers:
+         c' = floor((c * a + 255 * (255 - a) + 127) / 255) = round((c*a + 255*(255-a)) / 255)
+         (never halfway: 255 is odd), then the alpha channel is dropped;
+      2. grey -> RGB by copying the grey channel; RGB -> grey by luma, in integers:
+         y = floor((299 R + 587 G + 114 B + 500) / 1000) (0.299/0.587/0.114, halves rounded up);
+      3. only when [h, w] differs from [height, width]: tf.image.resize(float32, bilinear,
+         antialias=True) to [height, width] as a whole (aspect ratio not kept, no crop), then
+         tf.round (halves to even), clipped to [0, 255]. An image of the model's size is used
+         exactly as decoded.
+  (a') `decode_encoded(data)` is (a) in TensorFlow ops, for a graph that takes encoded images (an
+      exported model's serving signature, libml/export.py). It gives the same pixels as (a) for
       PNG (1-, 2-, 4-, 8- and 16-bit; grey, grey + alpha, RGB, RGBA, palette with or without
       transparency; interlaced or not) and for JPEG (grey, RGB; libjpeg's accurate integer
       transform, as Pillow uses). Differences, because TensorFlow's decoders do not read them:
@@ -42,8 +67,8 @@ Decoding, in two steps (an exported model reproduces the second in graph ops; se
         first 128 KiB of the file (a camera JPEG puts it first; a PNG's eXIf chunk after large
         image data is not found), from its first directory (IFD0), as Pillow reads it; not for
         WEBP, and not an orientation found only in XMP metadata;
-      - a single transparent colour of a grey or RGB PNG (tRNS chunk; a palette's transparency
-        is read) is ignored: those pixels keep their colour instead of becoming white;
+      - a grey or RGB PNG's transparent colour (tRNS chunk) is applied only when the chunk
+        starts within the first 128 KiB (it precedes the image data, so always in practice);
       - CMYK JPEG (rare; print workflows) converts to RGB with another formula;
       - GIF, BMP and WEBP go through tf.io.decode_image (first frame of a GIF): the same pixels
         when opaque, transparency may differ.
@@ -255,17 +280,32 @@ def decode_encoded(data):
     n = 1..4 as decode_file returns; differences in the module doc, (a'). A file TensorFlow
     cannot decode raises tf.errors.InvalidArgumentError when the graph runs."""
     data = tf.convert_to_tensor(data, tf.string)
+    head = _FileHead(data)
 
     def png():
-        # IHDR is the first chunk: bit depth at byte 24, colour type at byte 25 (0 = grey).
-        depth_and_colour = tf.io.decode_raw(tf.strings.substr(data, 24, 2), tf.uint8)
-        grey16 = tf.reduce_all(tf.equal(depth_and_colour, tf.constant([16, 0], tf.uint8)))
+        depth, colour = head.uint(24, 1), head.uint(25, 1)  # of IHDR, the first chunk
+        grey16 = (depth == 16) & (colour == 0)
 
         def rounded_grey16():  # round(v / 257), as decode_file; (2v + 257) // 514 is exact
             v = tf.cast(tf.io.decode_png(data, 1, tf.uint16), tf.int32)
-            return tf.cast((2 * v + 257) // 514, tf.uint8)
+            return tf.cast((2 * v + 257) // 514, tf.uint8), v
         # Any other PNG: 16-bit samples keep their high byte, as in decode_file.
-        return tf.cond(grey16, rounded_grey16, lambda: tf.io.decode_png(data, 0, tf.uint8))
+        eight_bit = lambda: (lambda x: (x, tf.cast(x, tf.int32)))(tf.io.decode_png(data, 0))
+        pixels, compared = tf.cond(grey16, rounded_grey16, eight_bit)
+        # A grey or RGB PNG's transparent colour (tRNS: 16-bit samples) becomes an alpha
+        # channel, compared as decode_file (Pillow) compares it: with the 16-bit value of a
+        # 16-bit grey PNG, else with the 8-bit value (Pillow's quirk, kept: a 2- or 4-bit grey or
+        # a 16-bit RGB PNG compares its 8-bit values with the 16-bit key); a 1-bit key is 0 or 255.
+        trns = head.png_chunk(0x74524E53)  # 'tRNS'
+        keyed = (trns >= 0) & ((colour == 0) | (colour == 2))
+
+        def with_alpha():
+            key = tf.cast(head.uint(trns + 2 * tf.range(tf.shape(pixels, tf.int64)[2]), 2),
+                          tf.int32)
+            key = tf.where(depth == 1, tf.minimum(key, 1) * 255, key)
+            opaque = tf.reduce_any(tf.not_equal(compared, key), -1, keepdims=True)
+            return tf.concat([pixels, tf.cast(opaque, tf.uint8) * 255], -1)
+        return tf.cond(keyed, with_alpha, lambda: pixels)
 
     is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIGNATURE)
     is_jpeg = tf.io.is_jpeg(data)
@@ -274,56 +314,67 @@ def decode_encoded(data):
          (is_jpeg, lambda: tf.io.decode_jpeg(data, 0, dct_method='INTEGER_ACCURATE'))],
         default=lambda: tf.io.decode_image(data, 0, tf.uint8, expand_animations=False))
     pixels = tf.ensure_shape(pixels, [None, None, None])
-    return tf.cond(is_png | is_jpeg, lambda: _upright(pixels, _exif_orientation(data, is_jpeg)),
-                   lambda: pixels)
+    orientation = lambda: _exif_orientation(head, tf.cond(is_jpeg, head.jpeg_exif,
+                                                          lambda: head.png_chunk(0x65584966)))
+    return tf.cond(is_png | is_jpeg, lambda: _upright(pixels, orientation()), lambda: pixels)
 
 
-# EXIF orientation in graph ops: where the EXIF block is (JPEG: the first APP1 segment starting
-# "Exif\0\0"; PNG: the eXIf chunk), then tag 0x0112 of its first directory (IFD0), as Pillow
-# reads it. Only the first _EXIF_SCAN_BYTES of a file are searched.
-_EXIF_SCAN_BYTES = 1 << 17
-_IFD_ENTRIES = 64  # entries of IFD0 searched for the orientation tag
+class _FileHead:
+    """The first SCAN_BYTES bytes of an encoded image, read with graph ops as int64 values
+    (positions past the end read 0), and the places in them that decode_encoded needs: the
+    EXIF block (JPEG: the first APP1 segment starting "Exif\\0\\0"; PNG: the eXIf chunk) and
+    a PNG's tRNS chunk."""
+    SCAN_BYTES = 1 << 17
 
+    def __init__(self, data):
+        raw = tf.io.decode_raw(tf.strings.substr(data, 0, self.SCAN_BYTES), tf.uint8)
+        raw = tf.cast(raw, tf.int64)
+        self.values = tf.pad(raw, [[0, self.SCAN_BYTES + 16 - tf.size(raw, tf.int64)]])
 
-def _exif_orientation(data, is_jpeg):
-    """EXIF orientation 1..8 of JPEG or PNG bytes (1: none, or not a valid value), int32 []."""
-    raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 0, _EXIF_SCAN_BYTES), tf.uint8),
-                  tf.int64)
-    head = tf.pad(raw, [[0, _EXIF_SCAN_BYTES + 16 - tf.size(raw, tf.int64)]])  # reads past: 0
-
-    def uint(pos, size, little=False):
-        """Unsigned integers of `size` bytes at byte positions `pos` (any shape)."""
-        pos = tf.clip_by_value(tf.cast(pos, tf.int64), 0, _EXIF_SCAN_BYTES)
-        values = tf.gather(head, pos[..., None] + tf.range(size, dtype=tf.int64))
+    def uint(self, pos, size, little=False):
+        """Unsigned integers of `size` bytes at byte positions `pos` (any shape), int64."""
+        pos = tf.clip_by_value(tf.cast(pos, tf.int64), 0, self.SCAN_BYTES)
+        values = tf.gather(self.values, pos[..., None] + tf.range(size, dtype=tf.int64))
         weights = 256 ** tf.range(size, dtype=tf.int64)
         weights = tf.where(little, weights, tf.reverse(weights, [0]))
         return tf.reduce_sum(values * weights, -1)
 
-    def search(start, more, step):
-        """The first position `step` returns (-1: none), walking segments or chunks."""
-        return tf.while_loop(lambda pos, found: (found < 0) & (pos < _EXIF_SCAN_BYTES)
-                             & more(pos), lambda pos, found: step(pos),
-                             (tf.constant(start, tf.int64), tf.constant(-1, tf.int64)),
-                             maximum_iterations=1024)[1]
+    def _walk(self, start, more, step):
+        """The first position `step` finds (-1: none), walking segments or chunks."""
+        none = tf.constant(-1, tf.int64)
+        return tf.while_loop(
+            lambda pos, found: (found < 0) & (pos < self.SCAN_BYTES) & more(pos),
+            lambda pos, found: step(pos), (tf.constant(start, tf.int64), none),
+            maximum_iterations=1024)[1]
 
-    def jpeg():  # segments FF xx LENGTH(2, big-endian, includes itself) until start of scan FF DA
-        return search(2, lambda pos: (uint(pos, 1) == 0xFF) & (uint(pos + 1, 1) != 0xDA),
-                      lambda pos: (pos + 2 + uint(pos + 2, 2), tf.where(
-                          (uint(pos + 1, 1) == 0xE1) & (uint(pos + 4, 4) == 0x45786966)  # Exif
-                          & (uint(pos + 8, 2) == 0), pos + 10, tf.constant(-1, tf.int64))))
+    def png_chunk(self, type_code):
+        """Where the data of the first chunk of type `type_code` (4 bytes, big-endian) starts."""
+        return self._walk(8, lambda pos: tf.constant(True), lambda pos: (  # LENGTH TYPE DATA CRC
+            pos + 12 + self.uint(pos, 4),
+            tf.where(self.uint(pos + 4, 4) == type_code, pos + 8, tf.constant(-1, tf.int64))))
 
-    def png():  # chunks LENGTH(4) TYPE(4) DATA CRC(4)
-        return search(8, lambda pos: tf.constant(True),
-                      lambda pos: (pos + 12 + uint(pos, 4), tf.where(
-                          uint(pos + 4, 4) == 0x65584966, pos + 8, tf.constant(-1, tf.int64))))
+    def jpeg_exif(self):
+        """Where the EXIF block's TIFF header starts: segments are FF xx LENGTH(2) ... up to the
+        start of the scan (FF DA); EXIF is an APP1 (FF E1) segment whose data starts Exif\\0\\0."""
+        return self._walk(2, lambda pos: (self.uint(pos, 1) == 0xFF)
+                          & (self.uint(pos + 1, 1) != 0xDA), lambda pos: (
+            pos + 2 + self.uint(pos + 2, 2),
+            tf.where((self.uint(pos + 1, 1) == 0xE1) & (self.uint(pos + 4, 4) == 0x45786966)
+                     & (self.uint(pos + 8, 2) == 0), pos + 10, tf.constant(-1, tf.int64))))
 
-    tiff = tf.cond(is_jpeg, jpeg, png)  # a TIFF header: byte order II or MM, IFD0 offset
-    little = tf.equal(uint(tiff, 2), 0x4949)
-    ifd = tiff + uint(tiff + 4, 4, little)
-    entries = ifd + 2 + 12 * tf.range(_IFD_ENTRIES, dtype=tf.int64)  # tag(2) type(2) n(4) value
-    match = (uint(entries, 2, little) == 0x0112) & (
-        tf.range(_IFD_ENTRIES, dtype=tf.int64) < uint(ifd, 2, little))
-    value = tf.gather(uint(entries + 8, 2, little), tf.argmax(tf.cast(match, tf.int32)))
+
+_IFD_ENTRIES = 64  # entries of the first EXIF directory searched for the orientation
+
+
+def _exif_orientation(head, tiff):
+    """EXIF orientation 1..8 (1: none, or not a valid value), int32 []: tag 0x0112 of the first
+    directory (IFD0) of the TIFF structure at `tiff` (-1: no EXIF), as Pillow reads it."""
+    little = tf.equal(head.uint(tiff, 2), 0x4949)  # byte order: II little-endian, MM big
+    ifd = tiff + head.uint(tiff + 4, 4, little)
+    index = tf.range(_IFD_ENTRIES, dtype=tf.int64)
+    entries = ifd + 2 + 12 * index  # tag(2) type(2) count(4) value(4)
+    match = (head.uint(entries, 2, little) == 0x0112) & (index < head.uint(ifd, 2, little))
+    value = tf.gather(head.uint(entries + 8, 2, little), tf.argmax(tf.cast(match, tf.int32)))
     valid = (tiff >= 0) & tf.reduce_any(match) & (value >= 1) & (value <= 8)
     return tf.cast(tf.where(valid, value, 1), tf.int32)
 

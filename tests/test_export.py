@@ -8,8 +8,10 @@ import io
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -258,7 +260,6 @@ def test_in_graph_decoder_equals_the_python_decoder(tmp_path):
 def exif_block(orientation, little_endian):
     """EXIF with one entry, the orientation, in either byte order."""
     order = '<' if little_endian else '>'
-    import struct
     return (b'Exif\0\0' + (b'II' if little_endian else b'MM') + struct.pack(order + 'HI', 42, 8)
             + struct.pack(order + 'HHHIHHI', 1, 0x0112, 3, 1, orientation, 0, 0))
 
@@ -278,17 +279,50 @@ def test_in_graph_decoder_applies_exif_orientation(tmp_path):
                                               err_msg=str(path))
 
 
+def raw_png(width, height, depth, colour, rows, chunks_before=(), chunks_after=()):
+    """A PNG written by hand (Pillow cannot write every tRNS and chunk order)."""
+    chunk = lambda kind, data: (struct.pack('>I', len(data)) + kind + data
+                                + struct.pack('>I', zlib.crc32(kind + data)))
+    return (b'\x89PNG\r\n\x1a\n'
+            + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, depth, colour, 0, 0, 0))
+            + b''.join(chunk(k, d) for k, d in chunks_before)
+            + chunk(b'IDAT', zlib.compress(b''.join(b'\0' + r for r in rows)))
+            + b''.join(chunk(k, d) for k, d in chunks_after) + chunk(b'IEND', b''))
+
+
+def test_in_graph_decoder_transparent_colour(tmp_path):
+    """tRNS of grey and RGB PNGs at every bit depth, compared as Pillow compares it."""
+    trns = lambda *key: [(b'tRNS', struct.pack(f'>{len(key)}H', *key))]
+    cases = {
+        'grey8': raw_png(4, 1, 8, 0, [bytes([0, 5, 9, 5])], trns(5)),
+        'grey1': raw_png(8, 1, 1, 0, [bytes([0b10110010])], trns(1)),
+        'grey2': raw_png(4, 1, 2, 0, [bytes([0b00011011])], trns(2)),  # Pillow: never matches
+        'grey4_255': raw_png(2, 1, 4, 0, [bytes([0xF3])], trns(255)),  # ... 15 -> 255 does
+        'grey16': raw_png(2, 1, 16, 0, [struct.pack('>2H', 0x1234, 0x1235)], trns(0x1234)),
+        'rgb8': raw_png(2, 1, 8, 2, [bytes([1, 2, 3, 1, 2, 4])], trns(1, 2, 3)),
+        'rgb16': raw_png(2, 1, 16, 2, [struct.pack('>6H', 0x12, 0x56, 0x9a, 0x1200, 0x5600,
+                                                   0x9a00)], trns(0x12, 0x56, 0x9a)),
+    }
+    decode = tf.function(images.decode_encoded)
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        expected = images.decode_file(tmp_path / name)
+        assert expected.shape[2] in (2, 4), name  # the key made an alpha channel
+        np.testing.assert_array_equal(decode(tf.constant(data)).numpy(), expected, err_msg=name)
+
+
 def test_in_graph_decoder_documented_difference(tmp_path):
-    """A grey PNG's single transparent colour: what differs, and by how much."""
-    rng = np.random.RandomState(1)
-    grey = rng.randint(0, 8, (9, 7)).astype(np.uint8)  # value 5 is transparent (tRNS)
-    data = png_bytes(grey, 'L', transparency=5)
-    (tmp_path / 'trns.png').write_bytes(data)
-    ours = images.to_model_pixels(images.decode_file(tmp_path / 'trns.png'), 9, 7, 3).numpy()
-    theirs = images.to_model_pixels(images.decode_encoded(tf.constant(data)), 9, 7, 3).numpy()
-    differs = (ours != theirs).any(2)
-    np.testing.assert_array_equal(differs, grey == 5)  # exactly the transparent pixels...
-    assert (ours[differs] == 255).all() and (theirs[~differs] == ours[~differs]).all()  # white
+    """EXIF after the first 128 KiB (a PNG's eXIf chunk behind large image data): not applied,
+    and that is the only difference."""
+    stored = np.random.RandomState(4).randint(0, 256, (200, 240, 3)).astype(np.uint8)
+    data = raw_png(240, 200, 8, 2, [row.tobytes() for row in stored],
+                   chunks_after=[(b'eXIf', exif_block(6, True)[6:])])
+    assert len(data) > images._FileHead.SCAN_BYTES
+    (tmp_path / 'late_exif.png').write_bytes(data)
+    upright = images.decode_file(tmp_path / 'late_exif.png')
+    in_graph = images.decode_encoded(tf.constant(data)).numpy()
+    np.testing.assert_array_equal(upright, np.rot90(stored, -1))  # Pillow reads it
+    np.testing.assert_array_equal(in_graph, stored)  # the graph does not: turned back
 
 
 # ----------------------------------------------------------------------------------------------
