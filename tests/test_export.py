@@ -124,7 +124,8 @@ def float_numbers(text):
 
 def test_real_clients_serving_default_and_saved_model_cli(world, reference, tmp_path):
     """A fresh process with only tensorflow + numpy (serving_default on the encoded files) and
-    saved_model_cli (show; run predict_pixels) agree with --perform_inference to 1e-5."""
+    saved_model_cli (run predict_pixels) agree with --perform_inference to 1e-5; the signatures
+    are those `saved_model_cli show` lists."""
     out, folder = world['out'], world['folder']
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
     env['TF_CPP_MIN_LOG_LEVEL'] = '2'
@@ -132,7 +133,6 @@ def test_real_clients_serving_default_and_saved_model_cli(world, reference, tmp_
     cli = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
     commands = {
         'client': [sys.executable, '-c', CLIENT, str(folder), str(out), str(tmp_path / 'p.npy')],
-        'show': [cli, 'show', '--dir', str(out), '--tag_set', 'serve'],
         'run': [cli, 'run', '--dir', str(out), '--tag_set', 'serve', '--signature_def',
                 'predict_pixels', '--input_exprs', f'pixels={pixels.tolist()}'],
     }
@@ -154,9 +154,13 @@ def test_real_clients_serving_default_and_saved_model_cli(world, reference, tmp_
     assert client['shape'] == [8, 8, 3]
     assert client['class_names'] == CLASSES and client['asset'] == CLASSES
 
-    shown = done['show'][0][0]
-    assert 'SignatureDef key: "serving_default"' in shown
-    assert 'SignatureDef key: "predict_pixels"' in shown
+    # What `saved_model_cli show --dir DIR --tag_set serve` lists (its own reader, in-process).
+    from tensorflow.python.tools import saved_model_utils
+    shown = saved_model_utils.get_meta_graph_def(str(out), 'serve').signature_def
+    assert {'serving_default', 'predict_pixels'} <= set(shown)
+    assert list(shown['serving_default'].inputs) == ['image_bytes']
+    assert list(shown['predict_pixels'].inputs) == ['pixels']
+    assert set(shown['serving_default'].outputs) == {'probabilities', 'class_id', 'class_name'}
 
     printed = done['run'][0][0]
     assert 'Result for output key probabilities:' in printed, printed
@@ -357,15 +361,16 @@ def test_bad_input(world, tmp_path, monkeypatch):
         export.export_run(world['run'], out)
 
     def broken(*args, **kwargs):
-        raise UserError('conversion failed')
+        raise UserError('disk trouble')
     with monkeypatch.context() as m:
-        m.setattr(export, 'tflite_model', broken)
-        with pytest.raises(UserError, match='conversion failed'):
-            export.export_run(world['run'], out, 'tflite', overwrite=True)
+        m.setattr(export, 'write_json', broken)  # the last file written
+        with pytest.raises(UserError, match='disk trouble'):
+            export.export_run(world['run'], out, 'saved_model', overwrite=True)
     assert os.listdir(out) == ['old.txt'] and sorted(os.listdir(tmp_path)) == [
         'empty', 'existing', 'wide']  # no temporary left
-    export.export_run(world['run'], out, 'tflite', overwrite=True)
-    assert sorted(os.listdir(out)) == ['args.json', 'export.json', 'model.tflite']
+    export.export_run(world['run'], out, 'saved_model', overwrite=True)
+    assert sorted(os.listdir(out)) == ['args.json', 'assets', 'export.json', 'fingerprint.pb',
+                                       'saved_model.pb', 'variables']
     assert sorted(os.listdir(tmp_path)) == ['empty', 'existing', 'wide']
 
 
