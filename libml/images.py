@@ -4,7 +4,7 @@ images are listed by libml/folders.py).
 Dataset creation (scripts/create_datasets.py custom) and prediction (libml/predict.py) both call
 this module, so the same file gives the model the same pixels in training and in prediction.
 
-Decoding, in two steps (an exported model reproduces the second in graph ops; see below)
+Decoding, in two steps (an exported model reproduces both in graph ops: (a') and (b))
   (a) `decode_file(path)` reads the file with Pillow -> uint8 numpy [h, w, n], n = 1 grey,
       2 grey + alpha, 3 RGB, 4 RGBA:
       - formats: PNG, JPEG (and MPO, JPEG from cameras), GIF (first frame), BMP, WEBP: the ones
@@ -21,18 +21,6 @@ Decoding, in two steps (an exported model reproduces the second in graph ops; se
         v8 = v >> 8 = floor(v / 256), which is also what tf.io.decode_png(dtype=tf.uint8) gives;
         it differs from round(v / 257) by at most 1. A 16-bit grey + alpha PNG, which Pillow
         reads as RGBA with R = G = B, is returned as grey + alpha.
-  (b) `to_model_pixels(pixels, height, width, channels)`, TensorFlow ops (eager, in tf.data, or
-      in an exported graph), uint8 [h, w, n] -> uint8 [height, width, channels], channels 1 or 3
-      (create_datasets writes 1 when every image is grey, else 3):
-      1. alpha (n = 2 or 4) composited on white, in integers:
-         c' = floor((c * a + 255 * (255 - a) + 127) / 255) = round((c*a + 255*(255-a)) / 255)
-         (never halfway: 255 is odd), then the alpha channel is dropped;
-      2. grey -> RGB by copying the grey channel; RGB -> grey by luma, in integers:
-         y = floor((299 R + 587 G + 114 B + 500) / 1000) (0.299/0.587/0.114, halves rounded up);
-      3. only when [h, w] differs from [height, width]: tf.image.resize(float32, bilinear,
-         antialias=True) to [height, width] as a whole (aspect ratio not kept, no crop), then
-         tf.round (halves to even), clipped to [0, 255]. An image of the model's size is used
-         exactly as decoded.
   (a') `decode_encoded(data)` is (a) in TensorFlow ops, for a graph that takes encoded images (an
       exported model's serving signature, libml/export.py). It gives the same pixels as (a) for
       PNG (1-, 2-, 4-, 8- and 16-bit; grey, grey + alpha, RGB, RGBA, palette; interlaced or not;
@@ -45,7 +33,8 @@ Decoding, in two steps (an exported model reproduces the second in graph ops; se
         missed); an orientation found only in XMP metadata is not read;
       - CMYK JPEG (rare; print workflows) converts to RGB with another formula;
       - GIF, BMP and WEBP go through tf.io.decode_image (first frame of a GIF): the same pixels
-        when opaque and upright; transparency and orientation may differ.
+        when opaque and upright; transparency and orientation may differ;
+      - no size limit (below) is checked: the graph decodes what it is given.
   (b) `to_model_pixels(pixels, height, width, channels)`, TensorFlow ops (eager, in tf.data, or
       in an exported graph), uint8 [h, w, n] -> uint8 [height, width, channels], channels 1 or 3
       (create_datasets writes 1 when every image is grey, else 3):
@@ -58,20 +47,6 @@ Decoding, in two steps (an exported model reproduces the second in graph ops; se
          antialias=True) to [height, width] as a whole (aspect ratio not kept, no crop), then
          tf.round (halves to even), clipped to [0, 255]. An image of the model's size is used
          exactly as decoded.
-  (a') `decode_encoded(data)` is (a) in TensorFlow ops, for a graph that takes encoded images (an
-      exported model's serving signature, libml/export.py). It gives the same pixels as (a) for
-      PNG (1-, 2-, 4-, 8- and 16-bit; grey, grey + alpha, RGB, RGBA, palette with or without
-      transparency; interlaced or not) and for JPEG (grey, RGB; libjpeg's accurate integer
-      transform, as Pillow uses). Differences, because TensorFlow's decoders do not read them:
-      - EXIF orientation is applied for JPEG and PNG when the EXIF block starts within the
-        first 128 KiB of the file (a camera JPEG puts it first; a PNG's eXIf chunk after large
-        image data is not found), from its first directory (IFD0), as Pillow reads it; not for
-        WEBP, and not an orientation found only in XMP metadata;
-      - a grey or RGB PNG's transparent colour (tRNS chunk) is applied only when the chunk
-        starts within the first 128 KiB (it precedes the image data, so always in practice);
-      - CMYK JPEG (rare; print workflows) converts to RGB with another formula;
-      - GIF, BMP and WEBP go through tf.io.decode_image (first frame of a GIF): the same pixels
-        when opaque, transparency may differ.
 
 Size limit
   An image above `max_pixels` (width x height, default MAX_IMAGE_PIXELS = 40 megapixels, raised
