@@ -29,7 +29,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('images', 2000, 'Number of PNG images.')
@@ -68,6 +68,7 @@ def make_run(root, size):
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines while saving the export
     t = time.perf_counter()
     import numpy as np
     import tensorflow as tf
@@ -108,9 +109,10 @@ def main(argv):
         loaded = tf.saved_model.load(exported)
         serve, pixels_fn = loaded.signatures['serving_default'], loaded.signatures['predict_pixels']
         tflite = os.path.join(exported, export.TFLITE_FILE)
+        threads = os.cpu_count()  # TFLite's default may use fewer than TensorFlow does
         serve(image_bytes=tf.constant([open(p, 'rb').read() for p in paths[:batch]]))  # warm-up
         pixels_fn(pixels=tf.constant(images[:batch]))
-        export.tflite_probabilities(tflite, images[:batch], batch)
+        export.tflite_probabilities(tflite, images[:batch], batch, threads)
 
         def saved_model_files():
             out = []
@@ -126,10 +128,11 @@ def main(argv):
         def tflite_files():
             ds, _ = image_lib.pixel_dataset(paths, size, size, 3)
             return export.tflite_probabilities(  # decoded in tf.data threads, ahead of the model
-                tflite, np.stack([x for _, x in ds.prefetch(batch).as_numpy_iterator()]), batch)
+                tflite, np.stack([x for _, x in ds.prefetch(batch).as_numpy_iterator()]), batch,
+                threads)
 
         def tflite_pixels():
-            return export.tflite_probabilities(tflite, images, batch)
+            return export.tflite_probabilities(tflite, images, batch, threads)
 
         extra = {'SavedModel, files (serving_default)': saved_model_files,
                  'SavedModel, pixels (predict_pixels)': saved_model_pixels,

@@ -117,7 +117,10 @@ def tflite_probabilities(tflite, pixels, batch_size=256, threads=None):
 
 def _test_set(args):
     """(uint8 images, labels) of the run's test set, read from $ML_DATA (the quantisation check)."""
-    supervised = (args['train_record'], args['test_record']) if args.get('test_record') else None
+    # {name}.{seed}@{size}-{valid}, or a baseline's {name}-{valid} (its records: the defaults
+    # unless the run recorded others).
+    supervised = (None if '@' in args.get('dataset', '@')
+                  else (args.get('train_record'), args.get('test_record')))
     try:
         dataset = datasets.resolve(args['dataset'], supervised)
         return pipeline.load_arrays(dataset.test, dataset.shape)
