@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Inference throughput: a folder of PNGs end to end vs the bare model forward pass.
+"""Inference throughput: a folder of PNGs end to end, with the run's checkpoint and with its
+exported SavedModel and TFLite model, vs the bare model forward pass.
 
-    benchmarks/bench_predict.py [--images=2000] [--size=32] [--batch=256] [--repeats=3]
+    benchmarks/bench_inference.py [--images=2000] [--size=32] [--batch=256] [--repeats=3]
 
 Builds, in a temporary folder, `--images` random RGB PNGs of `--size` pixels and a run whose
 checkpoint holds a WRN-28-2 (filters 32, repeat 4, scales 3, 10 classes; random weights), then
@@ -9,7 +10,12 @@ measures, on the same images and batch size:
   end to end   list_images (header checks) + parallel decode + forward, as run_inference does,
                with the model already restored and traced;
   bare forward the same traced function on the images already decoded in memory;
-and prints both throughputs and their ratio (the goal: at least 0.7). TF import, restore, the
+  SavedModel   the run exported by libml/export.py (scripts/export_model.py), loaded with
+               tf.saved_model.load: serving_default on the files' bytes (read, decoded and
+               resized in the graph, forward), and predict_pixels on the decoded images;
+  TFLite       model.tflite in tf.lite.Interpreter: on the images decoded by the project's
+               decoder in parallel (as predict_files), and on the decoded images alone;
+and prints the throughputs and their ratios to the bare forward (the goal: at least 0.7). TF import, restore, the
 one-off trace and tf.data's one-off start-up (about a second per process) are reported apart.
 Each is measured `--repeats` times, alternating; best and median are printed, in wall-clock
 time and per CPU second of the process (which barely moves when other processes share the
@@ -23,7 +29,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('images', 2000, 'Number of PNG images.')
@@ -62,12 +68,17 @@ def make_run(root, size):
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines while saving the export
     t = time.perf_counter()
+    import numpy as np
     import tensorflow as tf
-    from libml import predict, runs
+    from libml import export, images as image_lib, predict, runs
     t_import = time.perf_counter() - t
     n, size, batch = FLAGS.images, FLAGS.size, FLAGS.batch
-    print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s); {n} PNGs {size}x{size}x3, '
+    with open('/proc/cpuinfo') as f:
+        cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')),
+                   'unknown CPU')
+    print(f'TensorFlow {tf.__version__}, {os.cpu_count()} CPU(s) ({cpu}); {n} PNGs {size}x{size}x3, '
           f'WRN-28-2 (10 classes), batch {batch}')
     with tempfile.TemporaryDirectory() as root:
         folder = os.path.join(root, 'images')
@@ -91,6 +102,44 @@ def main(argv):
         images = predict.load_images(paths, size, size, 3, batch)
         t_decode = time.perf_counter() - t
 
+        t = time.perf_counter()
+        exported = os.path.join(root, 'exported')
+        export.export_run(run, exported, 'both', say=lambda *a: None)
+        t_export = time.perf_counter() - t
+        loaded = tf.saved_model.load(exported)
+        serve, pixels_fn = loaded.signatures['serving_default'], loaded.signatures['predict_pixels']
+        tflite = os.path.join(exported, export.TFLITE_FILE)
+        threads = os.cpu_count()  # TFLite's default may use fewer than TensorFlow does
+        serve(image_bytes=tf.constant([open(p, 'rb').read() for p in paths[:batch]]))  # warm-up
+        pixels_fn(pixels=tf.constant(images[:batch]))
+        export.tflite_probabilities(tflite, images[:batch], batch, threads)
+
+        def saved_model_files():
+            out = []
+            for i in range(0, n, batch):
+                data = [open(p, 'rb').read() for p in paths[i:i + batch]]
+                out.append(serve(image_bytes=tf.constant(data))['probabilities'].numpy())
+            return np.concatenate(out)
+
+        def saved_model_pixels():
+            return np.concatenate([pixels_fn(pixels=tf.constant(images[i:i + batch]))
+                                   ['probabilities'].numpy() for i in range(0, n, batch)])
+
+        def tflite_files():
+            ds, _ = image_lib.pixel_dataset(paths, size, size, 3)
+            return export.tflite_probabilities(  # decoded in tf.data threads, ahead of the model
+                tflite, np.stack([x for _, x in ds.prefetch(batch).as_numpy_iterator()]), batch,
+                threads)
+
+        def tflite_pixels():
+            return export.tflite_probabilities(tflite, images, batch, threads)
+
+        extra = {'SavedModel, files (serving_default)': saved_model_files,
+                 'SavedModel, pixels (predict_pixels)': saved_model_pixels,
+                 'TFLite, files (project decoder)': tflite_files,
+                 'TFLite, pixels': tflite_pixels}
+        extra_rates = {k: [] for k in extra}
+
         bare, e2e, bare_cpu, e2e_cpu = [], [], [], []
         for _ in range(FLAGS.repeats):
             t, c = time.perf_counter(), time.process_time()
@@ -103,6 +152,11 @@ def main(argv):
             e2e.append(n / (time.perf_counter() - t))
             e2e_cpu.append(n / (time.process_time() - c))
             assert len(rows) == n and abs(probs - probs_bare).max() < 1e-4
+            for name, fn in extra.items():
+                t = time.perf_counter()
+                probs = fn()
+                extra_rates[name].append(n / (time.perf_counter() - t))
+                assert probs.shape == probs_bare.shape and abs(probs - probs_bare).max() < 1e-4, name
 
         out = os.path.join(root, 'out')
         t = time.perf_counter()
@@ -121,6 +175,11 @@ def main(argv):
     print(f'per CPU second (all threads), robust to other processes: bare '
           f'{statistics.median(bare_cpu):.1f}, end to end {statistics.median(e2e_cpu):.1f} images/s; '
           f'ratio {statistics.median(e2e_cpu) / statistics.median(bare_cpu):.2f}')
+    print(f'export (SavedModel + TFLite) {t_export:.1f} s; the exported models, on the same '
+          'images (ratio to the bare forward, best runs; goal >= 0.70):')
+    for name, rates in extra_rates.items():
+        print(f'  {name:<37s} {max(rates):8.1f} images/s   ratio {max(rates) / max(bare):5.2f}   '
+              f'(runs: {", ".join(f"{x:.1f}" for x in rates)})')
     print(f'complete cold run_inference:       {n / t_cold:8.1f} images/s   ({t_cold:.1f} s with '
           'restore, trace and outputs)')
     print('load average (1, 5, 15 min): ' + ', '.join(f'{x:.1f}' for x in os.getloadavg())

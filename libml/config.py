@@ -100,8 +100,9 @@ class Inference:
                                      'instead of training.')
     inference_dir: str = option(None, 'Folder of images to predict (flat, or one sub-folder per '
                                 'class to also get the accuracy).')
-    inference_ckpt: str = option(None, 'Checkpoint RUN/tf/model.ckpt-NNNNNNNN, or a run folder '
-                                 '(its newest checkpoint).')
+    inference_ckpt: str = option(None, 'Checkpoint RUN/tf/model.ckpt-NNNNNNNN, a run folder '
+                                 '(its newest checkpoint), or a folder written by '
+                                 'scripts/export_model.py (its SavedModel).')
     inference_out: str = option('.', 'Folder for {dataset}_pred.npy and {dataset}_pred.csv.')
     max_image_pixels: int = option(images.MAX_IMAGE_PIXELS, 'Images larger than this many pixels '
                                    '(width x height) are skipped, from their header, before '

@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import sys
 
 from libml.utils import UserError, check_interrupted
@@ -50,10 +51,18 @@ def remove_stale_temporaries(path):
         except OSError:  # e.g. another user's process: alive
             continue
         try:
-            os.remove(tmp)
+            _remove(tmp)
         except OSError:
             continue
         print(f'removed {tmp}, left by an interrupted run (process {pid})', file=sys.stderr)
+
+
+def _remove(path):
+    """Removes a file, or a folder and everything in it."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.remove(path)
 
 
 def output_folder(path):
@@ -100,6 +109,44 @@ def atomic_output(path, overwrite=True):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def check_new_output(path, overwrite=False, flag='--overwrite'):
+    """The absolute `path`; a UserError if it exists and `overwrite` is not set (the flag that
+    allows replacing it is named in the message)."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.lexists(path) and not overwrite:
+        raise UserError(f'{path} exists; remove it, choose another folder or pass {flag} to '
+                        'replace it.')
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path, overwrite=False, flag='--overwrite'):
+    """Yields a new, empty temporary folder to fill; it becomes `path` only if the block completes
+    (as atomic_output does for a file).
+
+    An existing `path` is a UserError unless `overwrite` (the flag that allows it is named in the
+    message); then it is replaced only once the new folder is complete.
+    """
+    path = check_new_output(path, overwrite, flag)
+    tmp = temporary_name(path)
+    output_folder(tmp)
+    remove_stale_temporaries(path)
+    old = temporary_name(path, '.old')
+    try:
+        with storage_errors(path):
+            os.mkdir(tmp)
+            yield tmp
+            check_interrupted()  # an interrupt lost in a finaliser must not commit the output
+            if os.path.lexists(path):
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if os.path.lexists(old):
+                _remove(old)
+    finally:
+        if os.path.lexists(tmp):
+            _remove(tmp)
 
 
 # ----------------------------------------------------------------------------------------------

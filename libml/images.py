@@ -4,7 +4,7 @@ images are listed by libml/folders.py).
 Dataset creation (scripts/create_datasets.py custom) and prediction (libml/predict.py) both call
 this module, so the same file gives the model the same pixels in training and in prediction.
 
-Decoding, in two steps (an exported model reproduces the second in graph ops; see below)
+Decoding, in two steps (an exported model reproduces both in graph ops: (a') and (b))
   (a) `decode_file(path)` reads the file with Pillow -> uint8 numpy [h, w, n], n = 1 grey,
       2 grey + alpha, 3 RGB, 4 RGBA:
       - formats: PNG, JPEG (and MPO, JPEG from cameras), GIF (first frame), BMP, WEBP: the ones
@@ -21,6 +21,20 @@ Decoding, in two steps (an exported model reproduces the second in graph ops; se
         v8 = v >> 8 = floor(v / 256), which is also what tf.io.decode_png(dtype=tf.uint8) gives;
         it differs from round(v / 257) by at most 1. A 16-bit grey + alpha PNG, which Pillow
         reads as RGBA with R = G = B, is returned as grey + alpha.
+  (a') `decode_encoded(data)` is (a) in TensorFlow ops, for a graph that takes encoded images (an
+      exported model's serving signature, libml/export.py). It gives the same pixels as (a) for
+      PNG (1-, 2-, 4-, 8- and 16-bit; grey, grey + alpha, RGB, RGBA, palette; interlaced or not;
+      a palette's transparency and a grey or RGB image's transparent colour, tRNS, compared as
+      Pillow compares it) and for JPEG (grey, RGB; libjpeg's accurate integer transform, as
+      Pillow uses), EXIF orientation applied to both (found by walking the JPEG segments or PNG
+      chunks with string ops; tag 0x0112 of the first directory). What differs:
+      - EXIF and tRNS are looked for in the first 128 KiB of a file only (a camera JPEG puts its
+        EXIF first, tRNS precedes the image data; a PNG's eXIf chunk after large image data is
+        missed); an orientation found only in XMP metadata is not read;
+      - CMYK JPEG (rare; print workflows) converts to RGB with another formula;
+      - GIF, BMP and WEBP go through tf.io.decode_image (first frame of a GIF): the same pixels
+        when opaque and upright; transparency and orientation may differ;
+      - no size limit (below) is checked: the graph decodes what it is given.
   (b) `to_model_pixels(pixels, height, width, channels)`, TensorFlow ops (eager, in tf.data, or
       in an exported graph), uint8 [h, w, n] -> uint8 [height, width, channels], channels 1 or 3
       (create_datasets writes 1 when every image is grey, else 3):
@@ -33,8 +47,6 @@ Decoding, in two steps (an exported model reproduces the second in graph ops; se
          antialias=True) to [height, width] as a whole (aspect ratio not kept, no crop), then
          tf.round (halves to even), clipped to [0, 255]. An image of the model's size is used
          exactly as decoded.
-  What graph ops cannot reproduce: TensorFlow's decoders ignore EXIF orientation, so an export
-  that decodes in the graph sees a rotated camera JPEG sideways unless it is turned upright before.
 
 Size limit
   An image above `max_pixels` (width x height, default MAX_IMAGE_PIXELS = 40 megapixels, raised
@@ -233,6 +245,129 @@ def _pixels(im):
         im = im.convert(mode)  # applies a tRNS colour or palette transparency as alpha
     pixels = np.asarray(im, dtype=np.uint8)
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def decode_encoded(data):
+    """(a) in TensorFlow ops: encoded image bytes (string scalar) -> uint8 tensor [h, w, n],
+    n = 1..4 as decode_file returns; differences in the module doc, (a'). A file TensorFlow
+    cannot decode raises tf.errors.InvalidArgumentError when the graph runs."""
+    data = tf.convert_to_tensor(data, tf.string)
+    head = _FileHead(data)
+
+    def png():
+        depth, colour = head.uint(24, 1), head.uint(25, 1)  # of IHDR, the first chunk
+        grey16 = (depth == 16) & (colour == 0)
+
+        def rounded_grey16():  # round(v / 257), as decode_file; (2v + 257) // 514 is exact
+            v = tf.cast(tf.io.decode_png(data, 1, tf.uint16), tf.int32)
+            return tf.cast((2 * v + 257) // 514, tf.uint8), v
+        # Any other PNG: 16-bit samples keep their high byte, as in decode_file.
+        eight_bit = lambda: (lambda x: (x, tf.cast(x, tf.int32)))(tf.io.decode_png(data, 0))
+        pixels, compared = tf.cond(grey16, rounded_grey16, eight_bit)
+        # A grey or RGB PNG's transparent colour (tRNS: 16-bit samples) becomes an alpha
+        # channel, compared as decode_file (Pillow) compares it: with the 16-bit value of a
+        # 16-bit grey PNG, else with the 8-bit value (Pillow's quirk, kept: a 2- or 4-bit grey or
+        # a 16-bit RGB PNG compares its 8-bit values with the 16-bit key); a 1-bit key is 0 or 255.
+        trns = head.png_chunk(0x74524E53)  # 'tRNS'
+        keyed = (trns >= 0) & ((colour == 0) | (colour == 2))
+
+        def with_alpha():
+            key = tf.cast(head.uint(trns + 2 * tf.range(tf.shape(pixels, tf.int64)[2]), 2),
+                          tf.int32)
+            key = tf.where(depth == 1, tf.minimum(key, 1) * 255, key)
+            opaque = tf.reduce_any(tf.not_equal(compared, key), -1, keepdims=True)
+            return tf.concat([pixels, tf.cast(opaque, tf.uint8) * 255], -1)
+        return tf.cond(keyed, with_alpha, lambda: pixels)
+
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIGNATURE)
+    is_jpeg = tf.io.is_jpeg(data)
+    pixels = tf.case(
+        [(is_png, png),
+         (is_jpeg, lambda: tf.io.decode_jpeg(data, 0, dct_method='INTEGER_ACCURATE'))],
+        default=lambda: tf.io.decode_image(data, 0, tf.uint8, expand_animations=False))
+    pixels = tf.ensure_shape(pixels, [None, None, None])
+    orientation = lambda: _exif_orientation(head, tf.cond(is_jpeg, head.jpeg_exif,
+                                                          lambda: head.png_chunk(0x65584966)))
+    return tf.cond(is_png | is_jpeg, lambda: _upright(pixels, orientation()), lambda: pixels)
+
+
+class _FileHead:
+    """The first SCAN_BYTES bytes of an encoded image, read with graph ops as int64 values
+    (positions past the end read 0), and the places in them that decode_encoded needs: the
+    EXIF block (JPEG: the first APP1 segment starting "Exif\\0\\0"; PNG: the eXIf chunk) and
+    a PNG's tRNS chunk."""
+    SCAN_BYTES = 1 << 17
+
+    def __init__(self, data):
+        raw = tf.io.decode_raw(tf.strings.substr(data, 0, self.SCAN_BYTES), tf.uint8)
+        raw = tf.cast(raw, tf.int64)
+        self.values = tf.pad(raw, [[0, self.SCAN_BYTES + 16 - tf.size(raw, tf.int64)]])
+
+    def uint(self, pos, size, little=False):
+        """Unsigned integers of `size` bytes at byte positions `pos` (any shape), int64."""
+        pos = tf.clip_by_value(tf.cast(pos, tf.int64), 0, self.SCAN_BYTES)
+        values = tf.gather(self.values, pos[..., None] + tf.range(size, dtype=tf.int64))
+        weights = 256 ** tf.range(size, dtype=tf.int64)
+        weights = tf.where(little, weights, tf.reverse(weights, [0]))
+        return tf.reduce_sum(values * weights, -1)
+
+    def _walk(self, start, more, step):
+        """The first position `step` finds (-1: none), walking segments or chunks."""
+        none = tf.constant(-1, tf.int64)
+        return tf.while_loop(
+            lambda pos, found: (found < 0) & (pos < self.SCAN_BYTES) & more(pos),
+            lambda pos, found: step(pos), (tf.constant(start, tf.int64), none),
+            maximum_iterations=1024)[1]
+
+    def png_chunk(self, type_code):
+        """Where the data of the first chunk of type `type_code` (4 bytes, big-endian) starts."""
+        return self._walk(8, lambda pos: tf.constant(True), lambda pos: (  # LENGTH TYPE DATA CRC
+            pos + 12 + self.uint(pos, 4),
+            tf.where(self.uint(pos + 4, 4) == type_code, pos + 8, tf.constant(-1, tf.int64))))
+
+    def jpeg_exif(self):
+        """Where the EXIF block's TIFF header starts: segments are FF xx LENGTH(2) ... up to the
+        start of the scan (FF DA); EXIF is an APP1 (FF E1) segment whose data starts Exif\\0\\0."""
+        return self._walk(2, lambda pos: (self.uint(pos, 1) == 0xFF)
+                          & (self.uint(pos + 1, 1) != 0xDA), lambda pos: (
+            pos + 2 + self.uint(pos + 2, 2),
+            tf.where((self.uint(pos + 1, 1) == 0xE1) & (self.uint(pos + 4, 4) == 0x45786966)
+                     & (self.uint(pos + 8, 2) == 0), pos + 10, tf.constant(-1, tf.int64))))
+
+
+_IFD_ENTRIES = 64  # entries of the first EXIF directory searched for the orientation
+
+
+def _exif_orientation(head, tiff):
+    """EXIF orientation 1..8 (1: none, or not a valid value), int32 []: tag 0x0112 of the first
+    directory (IFD0) of the TIFF structure at `tiff` (-1: no EXIF), as Pillow reads it."""
+    little = tf.equal(head.uint(tiff, 2), 0x4949)  # byte order: II little-endian, MM big
+    ifd = tiff + head.uint(tiff + 4, 4, little)
+    index = tf.range(_IFD_ENTRIES, dtype=tf.int64)
+    entries = ifd + 2 + 12 * index  # tag(2) type(2) count(4) value(4)
+    match = (head.uint(entries, 2, little) == 0x0112) & (index < head.uint(ifd, 2, little))
+    value = tf.gather(head.uint(entries + 8, 2, little), tf.argmax(tf.cast(match, tf.int32)))
+    valid = (tiff >= 0) & tf.reduce_any(match) & (value >= 1) & (value <= 8)
+    return tf.cast(tf.where(valid, value, 1), tf.int32)
+
+
+def _upright(pixels, orientation):
+    """[h, w, n] stored with EXIF `orientation` -> as displayed (PIL.ImageOps.exif_transpose)."""
+    # (Transposed as int32: oneDNN's uint8 transpose logs an error line where it falls back.)
+    transposed = lambda: tf.cast(tf.transpose(tf.cast(pixels, tf.int32), [1, 0, 2]), tf.uint8)
+    return tf.switch_case(orientation - 1, [
+        lambda: pixels,                                      # 1 upright
+        lambda: tf.reverse(pixels, [1]),                     # 2 mirrored
+        lambda: tf.reverse(pixels, [0, 1]),                  # 3 upside down
+        lambda: tf.reverse(pixels, [0]),                     # 4 mirrored upside down
+        transposed,                                          # 5
+        lambda: tf.reverse(transposed(), [1]),               # 6 turned 90 degrees clockwise
+        lambda: tf.reverse(transposed(), [0, 1]),            # 7
+        lambda: tf.reverse(transposed(), [0]),               # 8 turned 90 degrees anticlockwise
+    ])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from libml import folders, images, names, runs
+from libml import export, folders, images, names, runs
 from libml.utils import UserError, check_interrupted
 from libml.files import atomic_output
 
@@ -180,7 +180,10 @@ _prob_functions = weakref.WeakKeyDictionary()
 
 def probability_function(model, height, width, channels, jit_compile=False):
     """A tf.function: float32 [B, H, W, C] in [0, 255] -> softmax float32 [B, nclass] (EMA model
-    in inference mode). One trace serves every batch size; cached per model and shape."""
+    in inference mode). One trace serves every batch size; cached per model and shape.
+    An exported SavedModel (export.ExportedModel) brings its own function."""
+    if isinstance(model, export.ExportedModel):
+        return model.probability_function(height, width, channels)
     key = (height, width, channels, jit_compile)
     cache = _prob_functions.setdefault(model, {})
     if key not in cache:
@@ -245,7 +248,8 @@ def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_si
                   progress=True, max_pixels=images.MAX_IMAGE_PIXELS):
     """Predicts every image of `inference_dir` with the EMA weights of checkpoint `ckpt`.
 
-    ckpt: RUN/tf/model.ckpt-NNNNNNNN, RUN/tf or RUN (its newest checkpoint).
+    ckpt: RUN/tf/model.ckpt-NNNNNNNN, RUN/tf or RUN (its newest checkpoint), or a folder written
+    by scripts/export_model.py (its SavedModel and the args.json beside it; libml/export.py).
     out_dir: where {dataset_name}_pred.npy and .csv go; None = the current directory.
     dataset_name: None = the run's dataset (args.json "dataset"); given, it is --dataset's value
     (a name with a path separator or ".." is a UserError naming --dataset).
@@ -254,8 +258,13 @@ def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_si
     outputs are. Returns {'accuracy': percent or None, 'n': rows, 'npy': path, 'csv': path,
     'skipped': [(file, reason)], 'checkpoint': prefix}.
     """
-    prefix, run_dir = runs.resolve_checkpoint(ckpt)
-    args = runs.read_args(run_dir)
+    exported = export.is_saved_model(ckpt)
+    if exported:
+        prefix = run_dir = os.path.abspath(os.path.expanduser(ckpt))
+        args = export.read_export_args(prefix)
+    else:
+        prefix, run_dir = runs.resolve_checkpoint(ckpt)
+        args = runs.read_args(run_dir)
     if dataset_name:
         names.check_output_name(dataset_name, '--dataset')
     elif args.get('dataset'):
@@ -273,8 +282,9 @@ def run_inference(ckpt, inference_dir, out_dir=None, dataset_name=None, batch_si
         raise UserError(f'no PNG or JPEG images in {root}{listed}.')
     out_dir = os.path.abspath(out_dir or '.')
 
-    model = runs.restore_ema(prefix, args)
-    print(f'Predicting {len(paths)} images of {root} with the EMA weights of {prefix} '
+    model = export.ExportedModel(prefix) if exported else runs.restore_ema(prefix, args)
+    print(f'Predicting {len(paths)} images of {root} with '
+          f'{"the exported model" if exported else "the EMA weights of"} {prefix} '
           f'({runs.describe(args)}).')
     probs, rows = predict_files(model, paths, h, w, c, batch_size, progress, max_pixels)
     if len(rows) < len(paths):

@@ -215,9 +215,10 @@ def resolve_checkpoint(ckpt):
                     '(architecture, image size, classes), which the trainer writes there.')
 
 
-def read_args(run_dir):
-    """args/args.json of a run, checked to hold what building its model needs."""
-    path = os.path.join(run_dir, 'args', 'args.json')
+def read_args(run_dir, path=None):
+    """args/args.json of a run (or the arguments file `path`, e.g. an export's copy), checked to
+    hold what building its model needs."""
+    path = path or os.path.join(run_dir, 'args', 'args.json')
     args = read_json(path, 'run arguments')
     missing = [k for k in _REQUIRED_ARGS if k not in args]
     if missing:

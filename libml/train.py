@@ -311,7 +311,8 @@ def train_from_flags(flag_values, make_algorithm, supervised=False):
     if fv.perform_inference:
         if not fv.inference_dir or not fv.inference_ckpt:
             raise UserError('--perform_inference needs --inference_dir=FOLDER and '
-                            '--inference_ckpt=RUN/tf/model.ckpt-NNNNNNNN (or a run folder).')
+                            '--inference_ckpt=RUN/tf/model.ckpt-NNNNNNNN (or a run folder, or an '
+                            'exported SavedModel folder).')
         return predict.run_inference(fv.inference_ckpt, fv.inference_dir, fv.inference_out,
                                      fv.dataset, fv.eval_batch, max_pixels=fv.max_image_pixels)
     config = from_flags(Config, fv)

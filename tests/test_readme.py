@@ -429,7 +429,7 @@ def check_mismatch(ml_data, workdir):
 
 
 def check_evaluation(ml_data, workdir):
-    """3.2 and 3.3: the predictions of the 40 test images and the accuracy summary"""
+    """3.2 and 3.4: the predictions of the 40 test images and the accuracy summary"""
     n_test = readme_data.MYDATASET_TEST_PER_CLASS * len(readme_data.MYDATASET_CLASSES)
     probs = np.load(os.path.join(workdir, 'mydataset_aug2.3@450-50_pred.npy'))
     assert probs.shape == (n_test, len(readme_data.MYDATASET_CLASSES)), probs.shape
@@ -441,5 +441,15 @@ def check_evaluation(ml_data, workdir):
         assert set(json.load(f)) == {'last01', 'last10', 'last20', 'last50'}
 
 
+def check_export(ml_data, workdir):
+    """3.3: the exported SavedModel predicts the test images as the checkpoint did in 3.2"""
+    exported = os.path.join(workdir, 'exported')
+    assert os.path.exists(os.path.join(exported, 'mydataset', '1', 'saved_model.pb'))
+    assert os.path.exists(os.path.join(exported, 'mydataset', '1', 'model.tflite'))
+    np.testing.assert_allclose(np.load(os.path.join(exported, 'mydataset_aug2.3@450-50_pred.npy')),
+                               np.load(os.path.join(workdir, 'mydataset_aug2.3@450-50_pred.npy')),
+                               atol=1e-5)
+
+
 OUTPUT_CHECKS = [check_datasets, check_custom, check_augmented, check_training, check_mismatch,
-                 check_evaluation]
+                 check_evaluation, check_export]
