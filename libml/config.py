@@ -51,6 +51,11 @@ class Config:
                            choices=['default', 'mirrored', 'multiworker'])
     sync_batch_norm: bool = option(True, 'With several replicas, compute batch-norm statistics '
                                    'over the global batch.')
+    precision: str = option('float32', 'Type the model computes in: float32; bfloat16 (CPUs with '
+                            'AVX-512 BF16 or AMX, GPUs since Ampere, TPUs); float16 (GPUs with '
+                            'tensor cores; with dynamic loss scaling). Variables, optimizer, EMA, '
+                            'batch-norm statistics, losses and evaluation stay float32.',
+                            choices=['float32', 'bfloat16', 'float16'])
     jit_compile: bool = option(False, 'Compile the training step with XLA (measure first: it was '
                                'slower for small images on CPUs).')
     eval_batch: int = option(256, 'Batch size of evaluation and inference.')

@@ -56,7 +56,8 @@ class Trainer:
             self.args['seed'] = config.seed
         # Departures from these defaults name the run (the default runs keep their folder names).
         for key, default in (('ema_warmup', True), ('bn_stats', 'recompute'),
-                             ('optimizer', 'adam'), ('lr_schedule', 'constant')):
+                             ('optimizer', 'adam'), ('lr_schedule', 'constant'),
+                             ('precision', 'float32')):
             if getattr(config, key) != default:
                 self.args[key] = getattr(config, key)
         if config.optimizer == 'sgd':
@@ -70,18 +71,20 @@ class Trainer:
         cfg, ds = self.config, self.dataset
         sync = cfg.sync_batch_norm and self.strategy.num_replicas_in_sync > 1
         with self.strategy.scope(), tf.variable_creator_scope(distribute.first_replica_variables):
-            make = lambda: models.build_model(cfg.arch, ds.nclass, ds.channels, cfg.filters,
-                                              cfg.repeat, self.scales, seed=cfg.seed,
-                                              sync_batch_norm=sync)
-            self.model = make()
-            self.ema_model = make()
+            make = lambda dtype: models.build_model(cfg.arch, ds.nclass, ds.channels, cfg.filters,
+                                                    cfg.repeat, self.scales, seed=cfg.seed,
+                                                    sync_batch_norm=sync, compute_dtype=dtype)
+            self.model = make(cfg.precision)
+            self.ema_model = make('float32')  # what is evaluated, saved and exported: float32
             self.optimizer = optimizers.build(cfg.optimizer, self.model.trainable_variables,
                                               cfg.momentum)
             self.nimg = tf.Variable(0, dtype=tf.int64, trainable=False, name='images')
+            self.loss_scale = optimizers.LossScale() if cfg.precision == 'float16' else None
         # Checkpoint keys are those of the first runs ('images' is the image clock), so every
         # run resumes.
+        extra = dict(loss_scale=self.loss_scale) if self.loss_scale else {}
         self.checkpoint = tf.train.Checkpoint(model=self.model, ema_model=self.ema_model,
-                                              optimizer=self.optimizer, images=self.nimg)
+                                              optimizer=self.optimizer, images=self.nimg, **extra)
         self.checkpoints = runs.Checkpoints(os.path.join(self.run_dir, 'tf'), self.checkpoint,
                                             cfg.keep_ckpt)
         self._train_step = self._make_train_step()
@@ -90,6 +93,7 @@ class Trainer:
     def _make_train_step(self):
         cfg, algorithm, strategy = self.config, self.algorithm, self.strategy
         model, ema_model, optimizer = self.model, self.ema_model, self.optimizer
+        loss_scale = self.loss_scale
         replicas = strategy.num_replicas_in_sync
         variables = model.trainable_variables
         kernels = model.kernels
@@ -107,9 +111,26 @@ class Trainer:
                 # Each replica's loss is a mean over its own slice of the batch; gradients are
                 # summed across replicas, so divide to get the gradient of the global mean.
                 scaled = total / replicas
+                if loss_scale:
+                    scaled *= loss_scale.scale
             grads = tape.gradient(scaled, variables)
             if replicas > 1:
                 grads = tf.distribute.get_replica_context().all_reduce('sum', grads)
+            stats = dict(stats)
+            stats.setdefault('losses/overall', loss)
+            if not loss_scale:
+                update(grads, lr)
+                return stats
+            grads = [g / loss_scale.scale for g in grads]
+            # The same decision on every replica: the gradients were all-reduced first.
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            stats['monitors/loss_scale'] = tf.identity(loss_scale.scale)
+            stats['monitors/skipped_steps'] = 1 - tf.cast(finite, tf.float32)
+            loss_scale.update(finite)
+            tf.cond(finite, lambda: update(grads, lr), lambda: None)  # skip a non-finite step
+            return stats
+
+        def update(grads, lr):
             optimizer.apply(grads, variables, lr)
             if decoupled:
                 # A constant rate keeps the factor a Python float, exactly as the first runs had it.
@@ -124,9 +145,6 @@ class Trainer:
                 e.assign(ema * e + (1 - ema) * v)
             # The EMA model's batch-norm statistics are set by `refresh_ema_stats`, before each
             # evaluation and checkpoint, not here.
-            stats = dict(stats)
-            stats.setdefault('losses/overall', loss)
-            return stats
 
         if cfg.jit_compile:
             # XLA compiles the replica's computation; without it the outer tf.function traces the
