@@ -48,6 +48,8 @@ class Trainer:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or distribute.make_strategy(config.strategy)
+        # Of the workers of a multi-worker run, only the chief evaluates and writes the run folder.
+        self.chief = distribute.is_chief(self.strategy)
         self.scales = config.scales or models.default_scales(min(dataset.height, dataset.width))
         self.args = dict(algorithm.args, arch=config.arch, batch=config.batch, filters=config.filters,
                          lr=config.lr, nclass=dataset.nclass, repeat=config.repeat,
@@ -165,17 +167,22 @@ class Trainer:
         if total == 1:
             return pipeline.train_batches(ds, cfg.batch, algo.nu, cfg.augment, cfg.seed, start,
                                           draw=draw)
+        return self.strategy.distribute_datasets_from_function(
+            lambda context: self._worker_batches(start, context))
 
-        def make(context):
-            # One input pipeline per worker; it yields the slices of its replicas in turn, and
-            # tf.distribute hands consecutive elements to consecutive local replicas.
-            local = total // context.num_input_pipelines
-            first = context.input_pipeline_id * local
-            return pipeline.train_batches(ds, cfg.batch, algo.nu, cfg.augment, cfg.seed, start,
-                                          draw=draw, replicas=tuple(range(first, first + local)),
-                                          num_replicas=total)
-
-        return self.strategy.distribute_datasets_from_function(make)
+    def _worker_batches(self, start, context):
+        """The input pipeline of one worker (`context`: its tf.distribute.InputContext): the
+        slices of the global batch for its replicas, in turn (tf.distribute hands consecutive
+        elements to consecutive local replicas), so every worker trains on other examples and
+        all together on exactly the examples of a one-device run."""
+        cfg, algo = self.config, self.algorithm
+        total = context.num_replicas_in_sync
+        local = total // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+        return pipeline.train_batches(self.dataset, cfg.batch, algo.nu, cfg.augment, cfg.seed,
+                                      start, draw=getattr(algo, 'draw', None),
+                                      replicas=tuple(range(first, first + local)),
+                                      num_replicas=total)
 
     # -- the evaluated model ---------------------------------------------------------------------
     def refresh_ema_stats(self):
@@ -244,6 +251,10 @@ class Trainer:
         fails before its first checkpoint removes the folder it made (no empty run folders).
         """
         self._check_streams()
+        if not self.chief:
+            # Another worker of a multi-worker run: it trains in step with the chief, which alone
+            # evaluates and writes (checkpoints, summaries, args.json); it writes nothing.
+            return self._train(None, extra_args or {})
         sets = self.dataset.eval_sets()
         self._bn_images = self.dataset.batch_norm_images(sets['train_labeled'][0], self.config.seed)
         created = runs.make_run_dir(self.run_dir, '--train_dir=' + self.config.train_dir)
@@ -259,19 +270,26 @@ class Trainer:
         cfg, ds = self.config, self.dataset
         # A labeled set smaller than the batch is normal (CIFAR-10 with 40 labels, batch 64):
         # the labeled stream repeats across epochs, so a batch may hold an image twice.
-        runs.write_args(self.run_dir, dict(
-            self.args, dataset=ds.name, height=ds.height, width=ds.width, channels=ds.channels,
-            class_names=ds.class_names, algorithm=self.algorithm.name, **extra_args))
+        if self.chief:
+            runs.write_args(self.run_dir, dict(
+                self.args, dataset=ds.name, height=ds.height, width=ds.width, channels=ds.channels,
+                class_names=ds.class_names, algorithm=self.algorithm.name, **extra_args))
         start = self.restore()
+        if distribute.workers(self.strategy) > 1:
+            starts = distribute.values_of_workers(self.strategy, start)
+            if len(set(starts)) > 1:
+                raise UserError(f'the workers resumed from different checkpoints (images seen: '
+                                f'{starts}): --train_dir={cfg.train_dir} must be one folder that '
+                                'every worker reads (a shared file system).')
         total = cfg.total_nimg
         if start >= total:
             print(f'{self.run_dir}: already trained for {start >> 10} kimg (of {total >> 10}).')
             return
-        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf'))
+        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf')) if self.chief else None
         report, save = cfg.report_kimg << 10, cfg.save_kimg << 10
         batches = iter(self._batches(start))
         training_files = [part.path for _, part in self._training_parts()]
-        nimg = start
+        nimg, results = start, None
         print(f'Training {self.algorithm.name} on {ds.name} ({ds.height}x{ds.width}x{ds.channels}, '
               f'{ds.nclass} classes) in {self.run_dir}')
         while nimg < total:
@@ -296,8 +314,11 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + v
                     steps += 1
                     bar.update(cfg.batch)
-                    if nimg // save > (nimg - cfg.batch) // save and nimg < period_end:
+                    if (nimg // save > (nimg - cfg.batch) // save and nimg < period_end
+                            and self.chief):
                         self.save_checkpoint(nimg)
+            if not self.chief:
+                continue
             results = self.evaluate(sets)
             with writer.as_default(step=nimg):
                 for k, v in sums.items():
@@ -310,7 +331,8 @@ class Trainer:
             line = '  '.join(f'{results[f"accuracy_{n}"]:.2f}' if f'accuracy_{n}' in results
                              else '-' for n in ('train_labeled', 'valid', 'test'))
             tqdm.write(f'kimg {nimg >> 10:<6d} accuracy train/valid/test  {line}')
-        writer.close()
+        if writer:
+            writer.close()
         return results
 
 
@@ -334,8 +356,10 @@ def train_from_flags(flag_values, make_algorithm, supervised=False):
                                      fv.dataset, fv.eval_batch, max_pixels=fv.max_image_pixels)
     config = from_flags(Config, fv)
     config.check()
+    # Made before any TensorFlow op runs: a multi-worker strategy configures collective ops then.
+    strategy = distribute.make_strategy(config.strategy)
     dataset = dataset_from_flags(fv, supervised)
-    return Trainer(make_algorithm(dataset.nclass), dataset, config).train()
+    return Trainer(make_algorithm(dataset.nclass), dataset, config, strategy).train()
 
 
 def main(make_algorithm, supervised=False):
