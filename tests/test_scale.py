@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_ok, make_ssl_dataset, run_script
+from conftest import REPO, make_ssl_dataset
 
 import libml  # noqa: F401
 import tensorflow as tf
