@@ -69,7 +69,7 @@ flags.DEFINE_bool('loop', True, 'Time the whole Trainer.train() loop.')
 flags.DEFINE_integer('intra_op', 0, 'TensorFlow intra-op threads (0: TF default, as the trainer).')
 flags.DEFINE_integer('inter_op', 0, 'TensorFlow inter-op threads (0: TF default, as the trainer).')
 flags.DEFINE_string('json_out', None, 'Also write every measurement to this JSON file.')
-flags.DEFINE_bool('precision', False, 'Instead of the above: step time of --precision=float32 '
+flags.DEFINE_bool('precision_speed', False, 'Instead of the above: step time of --precision=float32 '
                   'against bfloat16, side by side (configurations --configs, default 32,8s3).')
 flags.DEFINE_bool('precision_accuracy', False, 'Instead of the above: test accuracy of float32 '
                   'against bfloat16 on digits@50 (benchmarks/compare.py\'s RealMix runs, split seeds '
@@ -355,7 +355,7 @@ def main(argv):
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op)
     if FLAGS.precision_accuracy:
         return precision_accuracy(FLAGS.accuracy_dir, [int(s) for s in FLAGS.accuracy_seeds])
-    if FLAGS.precision:
+    if FLAGS.precision_speed:
         return precision_speed(FLAGS.configs or ['32', '8s3'], rounds, steps)
 
     peers = {}
@@ -606,7 +606,7 @@ def report(peak, ours, peers, loops, xla_off, keys, rounds, round_loads, load_st
 
 
 # ----------------------------------------------------------------------------------------------
-# --precision and --precision_accuracy: bfloat16 against float32.
+# --precision_speed and --precision_accuracy: bfloat16 against float32.
 
 PRECISION_GOAL = 1.3  # bfloat16 speed-up at 32x32 on CPUs with bfloat16 units
 BF16_FLAGS = ('avx512_bf16', 'amx_bf16', 'amx_tile')
@@ -633,7 +633,7 @@ def precision_speed(keys, rounds, steps):
     os.makedirs(root, exist_ok=True)
     os.environ['ML_DATA'] = root
     load_start, started = loadavg(), time.perf_counter()
-    print(f'bench_train --precision: {os.cpu_count()} CPUs: {cpu_model()}; bfloat16 units: '
+    print(f'bench_train --precision_speed: {os.cpu_count()} CPUs: {cpu_model()}; bfloat16 units: '
           f'{bf16_units() or "none"}; {rounds} round(s) of {steps} steps (x4 at 8x8); '
           f'load average {load_start}', flush=True)
     precisions = ('float32', 'bfloat16')
