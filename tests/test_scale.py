@@ -18,19 +18,9 @@ from conftest import REPO, make_ssl_dataset
 import libml  # noqa: F401
 import tensorflow as tf
 
-from libml import datasets, predict, runs, train
+from libml import predict, runs
 
-import realmix  # at the repository root, on sys.path via conftest
-
-TINY = dict(batch=8, filters=4, repeat=1, train_kimg=2, report_kimg=1, save_kimg=1,
-            augment='svhn', eval_batch=64)
-
-
-def tiny_trainer(ml_data, tmp_path, **overrides):
-    name = make_ssl_dataset(str(ml_data), class_names=['a', 'b', 'c']) + '-6'
-    config = train.Config(train_dir=str(tmp_path / 'exp'), **dict(TINY, **overrides))
-    dataset = datasets.resolve(name)
-    return train.Trainer(realmix.RealMix(dataset.nclass, config.train_kimg), dataset, config)
+from test_train import tiny_trainer  # RealMix, batch 8, filters 4, one block, 8x8x1 images
 
 
 def steps(trainer, n):
