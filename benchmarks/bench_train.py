@@ -69,13 +69,15 @@ flags.DEFINE_bool('loop', True, 'Time the whole Trainer.train() loop.')
 flags.DEFINE_integer('intra_op', 0, 'TensorFlow intra-op threads (0: TF default, as the trainer).')
 flags.DEFINE_integer('inter_op', 0, 'TensorFlow inter-op threads (0: TF default, as the trainer).')
 flags.DEFINE_string('json_out', None, 'Also write every measurement to this JSON file.')
-flags.DEFINE_bool('precision_speed', False, 'Instead of the above: step time of --precision=float32 '
-                  'against bfloat16, side by side (configurations --configs, default 32,8s3).')
+flags.DEFINE_bool('precision_speed', False, 'Instead of the above: step time of '
+                  '--precision=float32 against bfloat16, side by side (configurations --configs, '
+                  'default 32,8s3).')
 flags.DEFINE_bool('precision_accuracy', False, 'Instead of the above: test accuracy of float32 '
-                  'against bfloat16 on digits@50 (benchmarks/compare.py\'s RealMix runs, split seeds '
-                  '--accuracy_seeds), finished runs reused.')
-flags.DEFINE_string('accuracy_dir', 'experiments/bench_precision', 'Root of the --precision_accuracy '
-                    'runs (one folder per precision, laid out as compare.py\'s --train_dir).')
+                  'against bfloat16 on digits@50 (benchmarks/compare.py\'s RealMix runs, split '
+                  'seeds --accuracy_seeds), finished runs reused.')
+flags.DEFINE_string('accuracy_dir', 'experiments/bench_precision', 'Root of the '
+                    '--precision_accuracy runs (one folder per precision, laid out as '
+                    'compare.py\'s --train_dir).')
 flags.DEFINE_list('accuracy_seeds', ['1', '2', '3'], 'Split seeds of --precision_accuracy.')
 flags.DEFINE_string('work_dir', None, 'Folder for the synthetic data and runs (default: a '
                     'temporary folder, removed at the end).')
@@ -641,7 +643,8 @@ def precision_speed(keys, rounds, steps):
         conftest, data, steps_of = load_conftest(), {}, {}
         for key in keys:
             for p in precisions:
-                s = steps_of[key, p] = Step(key, root, os.path.join(work, 'runs'), conftest, data, p)
+                s = Step(key, root, os.path.join(work, 'runs'), conftest, data, p)
+                steps_of[key, p] = s
                 print(f'  built {s.label}: first call {s.first_call:.1f} s', flush=True)
         loads = []
         for r in range(rounds):
@@ -661,8 +664,9 @@ def precision_speed(keys, rounds, steps):
     for key in keys:
         a, b = steps_of[key, 'float32'], steps_of[key, 'bfloat16']
         ratios = [x / y for x, y in zip(a.rounds, b.rounds)]
+        per_round = ', '.join(f'{x:.2f}' for x in ratios)
         print(f'| {a.label} | {a.median:.4f} | {b.median:.4f} | {median(ratios):.2f} '
-              f'({", ".join(f"{x:.2f}" for x in ratios)}) | {median(a.util):.2f}/{median(b.util):.2f} '
+              f'({per_round}) | {median(a.util):.2f}/{median(b.util):.2f} '
               f'| {a.finite and b.finite} |')
         if key == '32':
             met = median(ratios) >= PRECISION_GOAL
@@ -686,7 +690,8 @@ def precision_accuracy(root, seeds):
                 '--shared_args=' + ' '.join(compare.DIGITS_FLAGS + [f'--precision={p}'])])
             env = compare.subprocess_env()
             compare.ensure_splits(args, env, tool='bench_train')
-            acc, seconds, fit, _ = compare.train_one('realmix', 'RealMix', 'RealMix', args, seed, env)
+            acc, seconds, fit, _ = compare.train_one('realmix', 'RealMix', 'RealMix', args, seed,
+                                                     env)
             results[p, seed] = (acc, seconds, fit)
     print(f'\n== digits@50, RealMix {compare.KIMG} kimg ({" ".join(compare.DIGITS_FLAGS)}), test '
           f'accuracy (%) per split seed; load average now {loadavg()}')

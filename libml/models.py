@@ -274,7 +274,8 @@ class WideResNet(tf.Module):
         if x.dtype != tf.float32:
             x = tf.cast(x, tf.float32)
         dtype = self.compute_dtype
-        y = tf.nn.conv2d(tf.cast(x * (2.0 / 255.0) - 1.0, dtype), tf.cast(self.stem, dtype), 1, 'SAME')
+        y = tf.cast(x * (2.0 / 255.0) - 1.0, dtype)
+        y = tf.nn.conv2d(y, tf.cast(self.stem, dtype), 1, 'SAME')
         for block in self.blocks:
             y = block(y, training, update_stats)
         y = _leaky_relu(self.bn_out(y, training, update_stats))

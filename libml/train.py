@@ -285,7 +285,7 @@ class Trainer:
         if start >= total:
             print(f'{self.run_dir}: already trained for {start >> 10} kimg (of {total >> 10}).')
             return
-        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf')) if self.chief else None
+        writer = self.chief and tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf'))
         report, save = cfg.report_kimg << 10, cfg.save_kimg << 10
         batches = iter(self._batches(start))
         training_files = [part.path for _, part in self._training_parts()]

@@ -92,8 +92,8 @@ def test_bfloat16_resume_is_exact_and_evaluated_model_is_float32(ml_data, tmp_pa
     model, _, _ = runs.restore_ema_model(resumed.run_dir)
     assert model.compute_dtype == tf.float32
     images = resumed.dataset.eval_sets()['test'][0]
-    np.testing.assert_allclose(predict.predict(model, images), predict.predict(resumed.ema_model, images),
-                               atol=1e-6)
+    np.testing.assert_allclose(predict.predict(model, images),
+                               predict.predict(resumed.ema_model, images), atol=1e-6)
 
 
 def test_every_worker_reads_other_examples(ml_data, tmp_path):
@@ -163,7 +163,7 @@ def start_workers(dataset, train_dirs, train_kimg, log_dir):
     for i, train_dir in enumerate(train_dirs):
         env = dict(os.environ, TF_CONFIG=json.dumps(
             {'cluster': {'worker': hosts}, 'task': {'type': 'worker', 'index': i}}))
-        log = open(os.path.join(log_dir, f'worker{i}-{len(glob.glob(str(log_dir) + "/*"))}.log'), 'w+')
+        log = open(os.path.join(log_dir, f'worker{i}-{len(os.listdir(log_dir))}.log'), 'w+')
         procs.append(subprocess.Popen(
             [sys.executable, 'realmix.py', f'--dataset={dataset}', '--strategy=multiworker',
              f'--train_dir={train_dir}', f'--train_kimg={train_kimg}', *FLAGS],
@@ -226,7 +226,8 @@ def test_two_workers_train_like_mirrored_and_resume_after_sigkill(ml_data, tmp_p
         p.wait(timeout=240)
         assert p.returncode == 0, output(p)[-3000:]
         assert f'Resuming from {done}' in output(p)
-    assert runs.newest_checkpoint(os.path.join(run_dir, 'tf')).endswith(f'model.ckpt-{kimg * 1024:08d}')
+    newest = runs.newest_checkpoint(os.path.join(run_dir, 'tf'))
+    assert newest.endswith(f'model.ckpt-{kimg * 1024:08d}')
     # Only the chief wrote: every event file carries its process id, as does the lock.
     writers = {int(re.search(r'\.(\d+)\.\d+\.v2$', f).group(1))
                for f in glob.glob(f'{run_dir}/tf/events.*')}
