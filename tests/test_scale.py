@@ -114,6 +114,7 @@ def test_every_worker_reads_other_examples(ml_data, tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Multi-worker: two worker processes on 127.0.0.1, one CPU device each.
 
+TIMEOUT = 900  # seconds; a few dozen on a quiet machine, but shared CI machines can be slow
 FLAGS = ['--batch=64', '--filters=4', '--repeat=1', '--augment=none', '--deterministic',
          '--report_kimg=1', '--save_kimg=1']
 
@@ -186,7 +187,18 @@ def scalars(run_dir):
     return out
 
 
-def test_two_workers_train_like_mirrored_and_resume_after_sigkill(ml_data, tmp_path):
+@pytest.fixture
+def processes():
+    """A list to put the test's subprocesses in: those still running at its end are killed."""
+    started = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_two_workers_train_like_mirrored_and_resume_after_sigkill(ml_data, tmp_path, processes):
     dataset = make_ssl_dataset(str(ml_data)) + '-6'
     shared, other, logs = tmp_path / 'shared', tmp_path / 'other', tmp_path / 'logs'
     logs.mkdir()
@@ -195,9 +207,11 @@ def test_two_workers_train_like_mirrored_and_resume_after_sigkill(ml_data, tmp_p
         [sys.executable, '-c', REFERENCE.format(repo=REPO, dataset=dataset,
                                                 train_dir=str(tmp_path / 'mirrored'))],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    processes.append(reference)
     # 1. A long job; worker 1 is given a folder of its own, to show that it writes nothing.
     procs = start_workers(dataset, [shared, other], 1000, logs)
-    deadline = time.time() + 240
+    processes.extend(procs)
+    deadline = time.time() + TIMEOUT
     while not glob.glob(f'{shared}/*/*/tf/model.ckpt-*.index'):
         assert time.time() < deadline and all(p.poll() is None for p in procs), \
             '\n'.join(output(p)[-3000:] for p in procs)
@@ -209,7 +223,7 @@ def test_two_workers_train_like_mirrored_and_resume_after_sigkill(ml_data, tmp_p
     assert not other.exists()
     [run_dir] = glob.glob(f'{shared}/*/*')
     done = runs.newest_checkpoint(os.path.join(run_dir, 'tf'))
-    ref_out, ref_err = reference.communicate(timeout=240)
+    ref_out, ref_err = reference.communicate(timeout=TIMEOUT)
     assert reference.returncode == 0, ref_err[-3000:]
     # The first steps' losses (the mean of the first 16 steps) equal the mirrored run's.
     mirrored, multi = scalars(glob.glob(f'{tmp_path}/mirrored/*/*')[0]), scalars(run_dir)
@@ -222,8 +236,9 @@ def test_two_workers_train_like_mirrored_and_resume_after_sigkill(ml_data, tmp_p
     # 2. The same job again, both workers on the shared folder: it resumes and both finish.
     kimg = int(done.rsplit('-', 1)[1]) // 1024 + 1
     procs = start_workers(dataset, [shared, shared], kimg, logs)
+    processes.extend(procs)
     for p in procs:
-        p.wait(timeout=240)
+        p.wait(timeout=TIMEOUT)
         assert p.returncode == 0, output(p)[-3000:]
         assert f'Resuming from {done}' in output(p)
     newest = runs.newest_checkpoint(os.path.join(run_dir, 'tf'))
