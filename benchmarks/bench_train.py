@@ -69,6 +69,16 @@ flags.DEFINE_bool('loop', True, 'Time the whole Trainer.train() loop.')
 flags.DEFINE_integer('intra_op', 0, 'TensorFlow intra-op threads (0: TF default, as the trainer).')
 flags.DEFINE_integer('inter_op', 0, 'TensorFlow inter-op threads (0: TF default, as the trainer).')
 flags.DEFINE_string('json_out', None, 'Also write every measurement to this JSON file.')
+flags.DEFINE_bool('precision_speed', False, 'Instead of the above: step time of '
+                  '--precision=float32 against bfloat16, side by side (configurations --configs, '
+                  'default 32,8s3).')
+flags.DEFINE_bool('precision_accuracy', False, 'Instead of the above: test accuracy of float32 '
+                  'against bfloat16 on digits@50 (benchmarks/compare.py\'s RealMix runs, split '
+                  'seeds --accuracy_seeds), finished runs reused.')
+flags.DEFINE_string('accuracy_dir', 'experiments/bench_precision', 'Root of the '
+                    '--precision_accuracy runs (one folder per precision, laid out as '
+                    'compare.py\'s --train_dir).')
+flags.DEFINE_list('accuracy_seeds', ['1', '2', '3'], 'Split seeds of --precision_accuracy.')
 flags.DEFINE_string('work_dir', None, 'Folder for the synthetic data and runs (default: a '
                     'temporary folder, removed at the end).')
 
@@ -184,17 +194,20 @@ class Peak:
 class Step:
     """One configuration of the real trainer and its fixed batch: timed `_train_step` calls."""
 
-    def __init__(self, key, root, train_dir, conftest, datasets):
+    def __init__(self, key, root, train_dir, conftest, datasets, precision='float32'):
         import tensorflow as tf
-        from libml import train
+        from libml import datasets as dataset_lib, train
         self.key = key
         self.hw, scales, self.jit, self.label = CONFIGS[key]
+        if precision != 'float32':
+            self.label += ' ' + precision
         name = datasets.get(self.hw)
         if name is None:
             name = datasets[self.hw] = make_dataset(root, self.hw, conftest)
-        dataset = datasets.resolve(name)
+        dataset = dataset_lib.resolve(name)
         config = train.Config(train_dir=train_dir, batch=BATCH, filters=FILTERS, repeat=REPEAT,
-                              scales=scales, jit_compile=self.jit, train_kimg=1 << 16,
+                              scales=scales, jit_compile=self.jit, precision=precision,
+                              train_kimg=1 << 16,
                               report_kimg=1 << 16, save_kimg=1 << 16, epochs=1)
         algorithm = realmix.RealMix(dataset.nclass, config.train_kimg, nu=NU)
         self.trainer = train.Trainer(algorithm, dataset, config)
@@ -342,6 +355,10 @@ def main(argv):
         tf.config.threading.set_intra_op_parallelism_threads(FLAGS.intra_op)
     if FLAGS.inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op)
+    if FLAGS.precision_accuracy:
+        return precision_accuracy(FLAGS.accuracy_dir, [int(s) for s in FLAGS.accuracy_seeds])
+    if FLAGS.precision_speed:
+        return precision_speed(FLAGS.configs or ['32', '8s3'], rounds, steps)
 
     peers = {}
     peer_note = None
@@ -588,6 +605,114 @@ def report(peak, ours, peers, loops, xla_off, keys, rounds, round_loads, load_st
         with open(FLAGS.json_out, 'w') as f:
             json.dump(result, f, indent=1, default=str)
         print(f'measurements written to {FLAGS.json_out}')
+
+
+# ----------------------------------------------------------------------------------------------
+# --precision_speed and --precision_accuracy: bfloat16 against float32.
+
+PRECISION_GOAL = 1.3  # bfloat16 speed-up at 32x32 on CPUs with bfloat16 units
+BF16_FLAGS = ('avx512_bf16', 'amx_bf16', 'amx_tile')
+
+
+def bf16_units():
+    """The CPU's bfloat16 instruction sets, from /proc/cpuinfo ('' if none)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            line = next((l for l in f if l.startswith('flags')), '')
+    except OSError:
+        return ''
+    return ', '.join(f for f in BF16_FLAGS if f in line.split())
+
+
+def precision_speed(keys, rounds, steps):
+    """Median step time of each configuration in float32 and bfloat16, alternating round by
+    round; speed-up = median of the per-round ratios float32 / bfloat16."""
+    unknown = [k for k in keys if k not in CONFIGS]
+    if unknown:
+        raise UserError(f'--configs: unknown {", ".join(unknown)}; valid: {", ".join(CONFIGS)}.')
+    work = FLAGS.work_dir or tempfile.mkdtemp(prefix='bench_precision_')
+    root = os.path.join(work, 'ml_data')
+    os.makedirs(root, exist_ok=True)
+    os.environ['ML_DATA'] = root
+    load_start, started = loadavg(), time.perf_counter()
+    print(f'bench_train --precision_speed: {os.cpu_count()} CPUs: {cpu_model()}; bfloat16 units: '
+          f'{bf16_units() or "none"}; {rounds} round(s) of {steps} steps (x4 at 8x8); '
+          f'load average {load_start}', flush=True)
+    precisions = ('float32', 'bfloat16')
+    try:
+        conftest, data, steps_of = load_conftest(), {}, {}
+        for key in keys:
+            for p in precisions:
+                s = Step(key, root, os.path.join(work, 'runs'), conftest, data, p)
+                steps_of[key, p] = s
+                print(f'  built {s.label}: first call {s.first_call:.1f} s', flush=True)
+        loads = []
+        for r in range(rounds):
+            loads.append(loadavg())
+            line = []
+            for key in keys:
+                for p in precisions:
+                    s = steps_of[key, p]
+                    line.append(f'{key} {p} {s.measure(steps if s.hw == 32 else 4 * steps):.3f}s')
+            print(f'  round {r + 1}/{rounds}: load {loads[-1]}, ' + ', '.join(line), flush=True)
+    finally:
+        if not FLAGS.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    print('\n| configuration | float32 s/step | bfloat16 s/step | speed-up (per round) | '
+          'cpu util f32/bf16 | CPU s/step f32/bf16 | finite |')
+    print('|---|---|---|---|---|---|---|')
+    for key in keys:
+        a, b = steps_of[key, 'float32'], steps_of[key, 'bfloat16']
+        ratios = [x / y for x, y in zip(a.rounds, b.rounds)]
+        per_round = ', '.join(f'{x:.2f}' for x in ratios)
+        # Under load the two get different shares of the CPUs: CPU seconds per step compare
+        # the work itself.
+        cpu = [median([t * u for t, u in zip(s.times, s.util)]) for s in (a, b)]
+        print(f'| {a.label} | {a.median:.4f} | {b.median:.4f} | {median(ratios):.2f} '
+              f'({per_round}) | {median(a.util):.2f}/{median(b.util):.2f} | {cpu[0]:.3f}/'
+              f'{cpu[1]:.3f} = {cpu[0] / cpu[1]:.2f} | {a.finite and b.finite} |')
+        if key == '32':
+            met = median(ratios) >= PRECISION_GOAL
+            print(f'Goal: bfloat16 >= {PRECISION_GOAL}x faster at 32x32: '
+                  f'{"MET" if met else "NOT MET"} ({median(ratios):.2f}x)')
+    print(f'load average (1 min): start {load_start}, rounds {loads}, end {loadavg()}; '
+          f'total {(time.perf_counter() - started) / 60:.1f} min')
+
+
+def precision_accuracy(root, seeds):
+    """compare.py's RealMix run on digits@50 (its digits flags) per split seed, in float32 and in
+    bfloat16 (alternating); prints test accuracies and the paired differences."""
+    from benchmarks import compare
+    results = {}
+    print(f'bench_train --precision_accuracy: {os.cpu_count()} CPUs: {cpu_model()}; bfloat16 '
+          f'units: {bf16_units() or "none"}; load average {loadavg()}', flush=True)
+    for seed in seeds:
+        for p in ('float32', 'bfloat16'):
+            args = compare.parse_args([
+                '--methods=realmix', f'--seeds={seed}', f'--train_dir={os.path.join(root, p)}',
+                '--shared_args=' + ' '.join(compare.DIGITS_FLAGS + [f'--precision={p}'])])
+            env = compare.subprocess_env()
+            compare.ensure_splits(args, env, tool='bench_train')
+            acc, seconds, fit, _ = compare.train_one('realmix', 'RealMix', 'RealMix', args, seed,
+                                                     env)
+            results[p, seed] = (acc, seconds, fit)
+    print(f'\n== digits@50, RealMix {compare.KIMG} kimg ({" ".join(compare.DIGITS_FLAGS)}), test '
+          f'accuracy (%) per split seed; load average now {loadavg()}')
+    print('| precision | ' + ' | '.join(f'seed {s}' for s in seeds) + ' | mean ± std | '
+          'own labeled images | time |')
+    print('|---|' + '---|' * (len(seeds) + 3))
+    for p in ('float32', 'bfloat16'):
+        accs = [results[p, s][0] for s in seeds]
+        print(f'| {p} | ' + ' | '.join(f'{a:.2f}' for a in accs) + f' | {compare.mean_std(accs)} | '
+              f'{min(results[p, s][2] for s in seeds):.0f}%+ | '
+              f'{compare.duration(sum(results[p, s][1] for s in seeds))} |')
+    diffs = [results['bfloat16', s][0] - results['float32', s][0] for s in seeds]
+    noise = statistics.stdev([results['float32', s][0] for s in seeds]) if len(seeds) > 1 else 0
+    print(f'bfloat16 - float32, paired by seed: {", ".join(f"{d:+.2f}" for d in diffs)} '
+          f'(mean {statistics.mean(diffs):+.2f}); float32 seed-to-seed std {noise:.2f}')
+    within = abs(statistics.mean(diffs)) <= max(noise, 0.5)
+    print(f'Goal: bfloat16 accuracy within noise (|mean paired difference| <= max(float32 std, '
+          f'0.5 points)): {"MET" if within else "NOT MET"}')
 
 
 if __name__ == '__main__':

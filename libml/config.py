@@ -12,7 +12,8 @@ from libml.utils import UserError
 class Config:
     """The trainer's settings: each field is a flag of every training script, with its default."""
     train_dir: str = option('./experiments', 'Folder of the training runs.')
-    batch: int = option(64, 'Batch size (labeled examples per step).')
+    batch: int = option(64, 'Batch size (labeled examples per step, in total over all replicas '
+                        'and workers).')
     optimizer: str = option('adam', 'adam (RealMix): Adam, with decoupled weight decay; sgd '
                             '(FixMatch): SGD with Nesterov momentum --momentum, with weight decay '
                             'as an L2 loss wd/2*|w|^2 of the kernels.', choices=['adam', 'sgd'])
@@ -47,10 +48,16 @@ class Config:
     deterministic: bool = option(False, 'Deterministic ops: an interrupted and resumed run ends '
                                  'with the same weights as an uninterrupted one (slower on GPUs).')
     strategy: str = option('default', 'tf.distribute strategy: default (one device), mirrored '
-                           '(all local GPUs), multiworker (TF_CONFIG).',
+                           '(all local GPUs), multiworker (one process per machine, each with '
+                           'its TF_CONFIG; --train_dir shared by all).',
                            choices=['default', 'mirrored', 'multiworker'])
     sync_batch_norm: bool = option(True, 'With several replicas, compute batch-norm statistics '
                                    'over the global batch.')
+    precision: str = option('float32', 'Type the model computes in: float32; bfloat16 (CPUs with '
+                            'AVX-512 BF16 or AMX, GPUs since Ampere, TPUs); float16 (GPUs with '
+                            'tensor cores; with dynamic loss scaling). Variables, optimizer, EMA, '
+                            'batch-norm statistics, losses and evaluation stay float32.',
+                            choices=['float32', 'bfloat16', 'float16'])
     jit_compile: bool = option(False, 'Compile the training step with XLA (measure first: it was '
                                'slower for small images on CPUs).')
     eval_batch: int = option(256, 'Batch size of evaluation and inference.')

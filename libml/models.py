@@ -6,6 +6,11 @@ norm runs as one fused kernel (`FusedBatchNormV3`, which also folds in the movin
 
 Conventions: images NHWC float32 with pixel values in [0, 255]; logits float32 [B, nclass].
 Nothing here assumes a CPU: the same code runs on GPUs (cuDNN fused batch norm, NHWC).
+
+Mixed precision (`compute_dtype` bfloat16 or float16, --precision): the variables, the batch-norm
+statistics and the logits stay float32; convolutions, batch norm, activations and the dense layer
+compute in `compute_dtype`, on the weights cast at the point of use (the gradient of a cast is a
+cast back, so the gradients reach the float32 variables as float32).
 """
 import tensorflow as tf
 
@@ -78,7 +83,9 @@ class BatchNorm(tf.Module):
         return [self.gamma, self.beta, self.moving_mean, self.moving_variance]
 
     def __call__(self, x, training, update_stats=True):
-        """update_stats: True (moving = momentum*moving + (1-momentum)*batch), False (unchanged),
+        """x: float32, bfloat16 or float16 (the output's type); the variables stay float32.
+
+        update_stats: True (moving = momentum*moving + (1-momentum)*batch), False (unchanged),
         or a float scalar tensor f: moving += f * (batch - moving), which with f = b/(n+b) keeps
         the running mean over images of the batch statistics (`recompute_batch_norm`)."""
         if not training:
@@ -116,6 +123,7 @@ class BatchNorm(tf.Module):
 
     def _cross_replica(self, x, replica, update_stats):
         """Training-mode batch norm with moments over the batches of all replicas (one all-reduce)."""
+        dtype, x = x.dtype, tf.cast(x, tf.float32)  # moments of 16-bit activations: in float32
         local = tf.stack([tf.reduce_sum(x, [0, 1, 2]), tf.reduce_sum(tf.square(x), [0, 1, 2]),
                           tf.fill(tf.shape(self.gamma), tf.cast(tf.reduce_prod(tf.shape(x)[:3]), x.dtype))])
         total = replica.all_reduce(tf.distribute.ReduceOp.SUM, local)
@@ -128,7 +136,7 @@ class BatchNorm(tf.Module):
             f = 1.0 - self.momentum if update_stats is True else tf.cast(update_stats, tf.float32)
             self.moving_mean.assign(self.moving_mean * (1 - f) + tf.stop_gradient(mean) * f)
             self.moving_variance.assign(self.moving_variance * (1 - f) + tf.stop_gradient(unbiased) * f)
-        return y
+        return tf.cast(y, dtype)
 
 
 class ResidualBlock(tf.Module):
@@ -163,11 +171,11 @@ class ResidualBlock(tf.Module):
         y = _leaky_relu(self.bn1(x, training, update_stats))
         if self.activate_before_residual:
             x = y
-        y = tf.nn.conv2d(y, self.conv1, self.stride, 'SAME')
+        y = tf.nn.conv2d(y, tf.cast(self.conv1, y.dtype), self.stride, 'SAME')
         y = _leaky_relu(self.bn2(y, training, update_stats))
-        y = tf.nn.conv2d(y, self.conv2, 1, 'SAME')
+        y = tf.nn.conv2d(y, tf.cast(self.conv2, y.dtype), 1, 'SAME')
         if self.shortcut is not None:
-            x = tf.nn.conv2d(x, self.shortcut, self.stride, 'SAME')
+            x = tf.nn.conv2d(x, tf.cast(self.shortcut, x.dtype), self.stride, 'SAME')
         return x + y
 
 
@@ -183,12 +191,14 @@ class WideResNet(tf.Module):
     arguments are identical (the trainer's EMA model relies on it). Variables are created in
     __init__, and `variables`, `trainable_variables` and `non_trainable_variables` list them in
     creation order (stem, blocks, final BN, dense kernel, dense bias), whatever the input size.
-    Works for any image size >= 8 and any channel count.
+    Works for any image size >= 8 and any channel count. `compute_dtype` (float32, bfloat16 or
+    float16): the type the layers compute in (see the module's docstring); not a variable's.
     """
 
     def __init__(self, nclass, channels, filters=32, repeat=4, scales=3, seed=0, bn_momentum=0.999,
-                 sync_batch_norm=False, name='wide_resnet'):
+                 sync_batch_norm=False, compute_dtype='float32', name='wide_resnet'):
         super().__init__(name=name)
+        self.compute_dtype = tf.as_dtype(compute_dtype)
         self.nclass, self.channels = int(nclass), int(channels)
         self.filters, self.repeat, self.scales = int(filters), int(repeat), int(scales)
         self.sync_batch_norm = bool(sync_batch_norm)
@@ -263,20 +273,24 @@ class WideResNet(tf.Module):
         x = tf.convert_to_tensor(x)
         if x.dtype != tf.float32:
             x = tf.cast(x, tf.float32)
-        y = tf.nn.conv2d(x * (2.0 / 255.0) - 1.0, self.stem, 1, 'SAME')
+        dtype = self.compute_dtype
+        y = tf.cast(x * (2.0 / 255.0) - 1.0, dtype)
+        y = tf.nn.conv2d(y, tf.cast(self.stem, dtype), 1, 'SAME')
         for block in self.blocks:
             y = block(y, training, update_stats)
         y = _leaky_relu(self.bn_out(y, training, update_stats))
         y = tf.reduce_mean(y, [1, 2])
-        return tf.matmul(y, self.dense_kernel) + self.dense_bias
+        logits = tf.matmul(y, tf.cast(self.dense_kernel, dtype)) + tf.cast(self.dense_bias, dtype)
+        return tf.cast(logits, tf.float32)  # losses and softmax in float32
 
 
-def build_model(arch, nclass, channels, filters, repeat, scales, seed=0, sync_batch_norm=False):
+def build_model(arch, nclass, channels, filters, repeat, scales, seed=0, sync_batch_norm=False,
+                compute_dtype='float32'):
     """The classifier named by `arch` (--arch): 'resnet' is MixMatch's Wide-ResNet."""
     if arch not in ARCHS:
         raise UserError(f'--arch={arch} is not a known architecture; valid: {", ".join(ARCHS)}.')
     return WideResNet(nclass, channels, filters=filters, repeat=repeat, scales=scales, seed=seed,
-                      sync_batch_norm=sync_batch_norm)
+                      sync_batch_norm=sync_batch_norm, compute_dtype=compute_dtype)
 
 
 def recompute_batch_norm(model, images, batch_size=256):

@@ -70,3 +70,24 @@ def learning_rate(lr, schedule, updates, total_updates):
         return tf.constant(lr, tf.float32)
     t = tf.cast(updates, tf.float32) / float(max(total_updates, 1))
     return lr * tf.cos(7 * math.pi * tf.minimum(t, 1.0) / 16)
+
+
+class LossScale(tf.Module):
+    """Dynamic loss scaling (--precision=float16): float16 gradients of small values underflow to
+    0, so the loss is multiplied by `scale` before the backward pass and the gradients divided by
+    it after. A step whose gradients are not all finite is skipped and halves the scale;
+    `growth_steps` finite steps in a row double it. Its state is checkpointed (exact resume).
+    """
+
+    def __init__(self, initial=2.0 ** 15, growth_steps=2000):
+        super().__init__(name='loss_scale')
+        self.growth_steps = int(growth_steps)
+        self.scale = tf.Variable(float(initial), dtype=tf.float32, trainable=False, name='scale')
+        self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name='good_steps')
+
+    def update(self, finite):
+        """After a step whose gradients were all finite (`finite`, a bool tensor) or not."""
+        good = tf.where(finite, self.good_steps + 1, 0)
+        grow = good >= self.growth_steps
+        self.scale.assign(self.scale * tf.where(grow, 2.0, tf.where(finite, 1.0, 0.5)))
+        self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), good))

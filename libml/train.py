@@ -48,6 +48,8 @@ class Trainer:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         self.strategy = strategy or distribute.make_strategy(config.strategy)
+        # Of the workers of a multi-worker run, only the chief evaluates and writes the run folder.
+        self.chief = distribute.is_chief(self.strategy)
         self.scales = config.scales or models.default_scales(min(dataset.height, dataset.width))
         self.args = dict(algorithm.args, arch=config.arch, batch=config.batch, filters=config.filters,
                          lr=config.lr, nclass=dataset.nclass, repeat=config.repeat,
@@ -56,7 +58,8 @@ class Trainer:
             self.args['seed'] = config.seed
         # Departures from these defaults name the run (the default runs keep their folder names).
         for key, default in (('ema_warmup', True), ('bn_stats', 'recompute'),
-                             ('optimizer', 'adam'), ('lr_schedule', 'constant')):
+                             ('optimizer', 'adam'), ('lr_schedule', 'constant'),
+                             ('precision', 'float32')):
             if getattr(config, key) != default:
                 self.args[key] = getattr(config, key)
         if config.optimizer == 'sgd':
@@ -70,18 +73,20 @@ class Trainer:
         cfg, ds = self.config, self.dataset
         sync = cfg.sync_batch_norm and self.strategy.num_replicas_in_sync > 1
         with self.strategy.scope(), tf.variable_creator_scope(distribute.first_replica_variables):
-            make = lambda: models.build_model(cfg.arch, ds.nclass, ds.channels, cfg.filters,
-                                              cfg.repeat, self.scales, seed=cfg.seed,
-                                              sync_batch_norm=sync)
-            self.model = make()
-            self.ema_model = make()
+            make = lambda dtype: models.build_model(cfg.arch, ds.nclass, ds.channels, cfg.filters,
+                                                    cfg.repeat, self.scales, seed=cfg.seed,
+                                                    sync_batch_norm=sync, compute_dtype=dtype)
+            self.model = make(cfg.precision)
+            self.ema_model = make('float32')  # what is evaluated, saved and exported: float32
             self.optimizer = optimizers.build(cfg.optimizer, self.model.trainable_variables,
                                               cfg.momentum)
             self.nimg = tf.Variable(0, dtype=tf.int64, trainable=False, name='images')
+            self.loss_scale = optimizers.LossScale() if cfg.precision == 'float16' else None
         # Checkpoint keys are those of the first runs ('images' is the image clock), so every
         # run resumes.
+        extra = dict(loss_scale=self.loss_scale) if self.loss_scale else {}
         self.checkpoint = tf.train.Checkpoint(model=self.model, ema_model=self.ema_model,
-                                              optimizer=self.optimizer, images=self.nimg)
+                                              optimizer=self.optimizer, images=self.nimg, **extra)
         self.checkpoints = runs.Checkpoints(os.path.join(self.run_dir, 'tf'), self.checkpoint,
                                             cfg.keep_ckpt)
         self._train_step = self._make_train_step()
@@ -90,6 +95,7 @@ class Trainer:
     def _make_train_step(self):
         cfg, algorithm, strategy = self.config, self.algorithm, self.strategy
         model, ema_model, optimizer = self.model, self.ema_model, self.optimizer
+        loss_scale = self.loss_scale
         replicas = strategy.num_replicas_in_sync
         variables = model.trainable_variables
         kernels = model.kernels
@@ -107,9 +113,26 @@ class Trainer:
                 # Each replica's loss is a mean over its own slice of the batch; gradients are
                 # summed across replicas, so divide to get the gradient of the global mean.
                 scaled = total / replicas
+                if loss_scale:
+                    scaled *= loss_scale.scale
             grads = tape.gradient(scaled, variables)
             if replicas > 1:
                 grads = tf.distribute.get_replica_context().all_reduce('sum', grads)
+            stats = dict(stats)
+            stats.setdefault('losses/overall', loss)
+            if not loss_scale:
+                update(grads, lr)
+                return stats
+            grads = [g / loss_scale.scale for g in grads]
+            # The same decision on every replica: the gradients were all-reduced first.
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            stats['monitors/loss_scale'] = tf.identity(loss_scale.scale)
+            stats['monitors/skipped_steps'] = 1 - tf.cast(finite, tf.float32)
+            loss_scale.update(finite)
+            tf.cond(finite, lambda: update(grads, lr), lambda: None)  # skip a non-finite step
+            return stats
+
+        def update(grads, lr):
             optimizer.apply(grads, variables, lr)
             if decoupled:
                 # A constant rate keeps the factor a Python float, exactly as the first runs had it.
@@ -124,9 +147,6 @@ class Trainer:
                 e.assign(ema * e + (1 - ema) * v)
             # The EMA model's batch-norm statistics are set by `refresh_ema_stats`, before each
             # evaluation and checkpoint, not here.
-            stats = dict(stats)
-            stats.setdefault('losses/overall', loss)
-            return stats
 
         if cfg.jit_compile:
             # XLA compiles the replica's computation; without it the outer tf.function traces the
@@ -147,17 +167,22 @@ class Trainer:
         if total == 1:
             return pipeline.train_batches(ds, cfg.batch, algo.nu, cfg.augment, cfg.seed, start,
                                           draw=draw)
+        return self.strategy.distribute_datasets_from_function(
+            lambda context: self._worker_batches(start, context))
 
-        def make(context):
-            # One input pipeline per worker; it yields the slices of its replicas in turn, and
-            # tf.distribute hands consecutive elements to consecutive local replicas.
-            local = total // context.num_input_pipelines
-            first = context.input_pipeline_id * local
-            return pipeline.train_batches(ds, cfg.batch, algo.nu, cfg.augment, cfg.seed, start,
-                                          draw=draw, replicas=tuple(range(first, first + local)),
-                                          num_replicas=total)
-
-        return self.strategy.distribute_datasets_from_function(make)
+    def _worker_batches(self, start, context):
+        """The input pipeline of one worker (`context`: its tf.distribute.InputContext): the
+        slices of the global batch for its replicas, in turn (tf.distribute hands consecutive
+        elements to consecutive local replicas), so every worker trains on other examples and
+        all together on exactly the examples of a one-device run."""
+        cfg, algo = self.config, self.algorithm
+        total = context.num_replicas_in_sync
+        local = total // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+        return pipeline.train_batches(self.dataset, cfg.batch, algo.nu, cfg.augment, cfg.seed,
+                                      start, draw=getattr(algo, 'draw', None),
+                                      replicas=tuple(range(first, first + local)),
+                                      num_replicas=total)
 
     # -- the evaluated model ---------------------------------------------------------------------
     def refresh_ema_stats(self):
@@ -226,6 +251,10 @@ class Trainer:
         fails before its first checkpoint removes the folder it made (no empty run folders).
         """
         self._check_streams()
+        if not self.chief:
+            # Another worker of a multi-worker run: it trains in step with the chief, which alone
+            # evaluates and writes (checkpoints, summaries, args.json); it writes nothing.
+            return self._train(None, extra_args or {})
         sets = self.dataset.eval_sets()
         self._bn_images = self.dataset.batch_norm_images(sets['train_labeled'][0], self.config.seed)
         created = runs.make_run_dir(self.run_dir, '--train_dir=' + self.config.train_dir)
@@ -241,19 +270,26 @@ class Trainer:
         cfg, ds = self.config, self.dataset
         # A labeled set smaller than the batch is normal (CIFAR-10 with 40 labels, batch 64):
         # the labeled stream repeats across epochs, so a batch may hold an image twice.
-        runs.write_args(self.run_dir, dict(
-            self.args, dataset=ds.name, height=ds.height, width=ds.width, channels=ds.channels,
-            class_names=ds.class_names, algorithm=self.algorithm.name, **extra_args))
+        if self.chief:
+            runs.write_args(self.run_dir, dict(
+                self.args, dataset=ds.name, height=ds.height, width=ds.width, channels=ds.channels,
+                class_names=ds.class_names, algorithm=self.algorithm.name, **extra_args))
         start = self.restore()
+        if distribute.workers(self.strategy) > 1:
+            starts = distribute.values_of_workers(self.strategy, start)
+            if len(set(starts)) > 1:
+                raise UserError(f'the workers resumed from different checkpoints (images seen: '
+                                f'{starts}): --train_dir={cfg.train_dir} must be one folder that '
+                                'every worker reads (a shared file system).')
         total = cfg.total_nimg
         if start >= total:
             print(f'{self.run_dir}: already trained for {start >> 10} kimg (of {total >> 10}).')
             return
-        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf'))
+        writer = self.chief and tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf'))
         report, save = cfg.report_kimg << 10, cfg.save_kimg << 10
         batches = iter(self._batches(start))
         training_files = [part.path for _, part in self._training_parts()]
-        nimg = start
+        nimg, results = start, None
         print(f'Training {self.algorithm.name} on {ds.name} ({ds.height}x{ds.width}x{ds.channels}, '
               f'{ds.nclass} classes) in {self.run_dir}')
         while nimg < total:
@@ -278,8 +314,11 @@ class Trainer:
                         sums[k] = sums.get(k, 0.0) + v
                     steps += 1
                     bar.update(cfg.batch)
-                    if nimg // save > (nimg - cfg.batch) // save and nimg < period_end:
+                    if (nimg // save > (nimg - cfg.batch) // save and nimg < period_end
+                            and self.chief):
                         self.save_checkpoint(nimg)
+            if not self.chief:
+                continue
             results = self.evaluate(sets)
             with writer.as_default(step=nimg):
                 for k, v in sums.items():
@@ -292,7 +331,8 @@ class Trainer:
             line = '  '.join(f'{results[f"accuracy_{n}"]:.2f}' if f'accuracy_{n}' in results
                              else '-' for n in ('train_labeled', 'valid', 'test'))
             tqdm.write(f'kimg {nimg >> 10:<6d} accuracy train/valid/test  {line}')
-        writer.close()
+        if writer:
+            writer.close()
         return results
 
 
@@ -317,8 +357,10 @@ def train_from_flags(flag_values, make_algorithm, supervised=False):
                                      fv.dataset, fv.eval_batch, max_pixels=fv.max_image_pixels)
     config = from_flags(Config, fv)
     config.check()
+    # Made before any TensorFlow op runs: a multi-worker strategy configures collective ops then.
+    strategy = distribute.make_strategy(config.strategy)
     dataset = dataset_from_flags(fv, supervised)
-    return Trainer(make_algorithm(dataset.nclass), dataset, config).train()
+    return Trainer(make_algorithm(dataset.nclass), dataset, config, strategy).train()
 
 
 def main(make_algorithm, supervised=False):
