@@ -37,10 +37,9 @@ class Hyper:
 
 
 define_flags(Hyper)
-# The paper's optimizer: the trainer's flags, with FixMatch's defaults in this script.
+# The paper's optimizer: the trainer's flags, with these defaults when this script runs (set in
+# __main__, so importing this module leaves the trainer's defaults alone).
 TRAINER_DEFAULTS = dict(optimizer='sgd', momentum=0.9, lr=0.03, lr_schedule='cosine', wd=5e-4)
-for _name, _value in TRAINER_DEFAULTS.items():
-    FLAGS.set_default(_name, _value)
 
 
 class FixMatch:
@@ -90,4 +89,6 @@ class FixMatch:
 
 
 if __name__ == '__main__':
+    for name, value in TRAINER_DEFAULTS.items():
+        FLAGS.set_default(name, value)
     train.main(lambda nclass: FixMatch(nclass, from_flags(Hyper)))
