@@ -196,13 +196,14 @@ class Step:
 
     def __init__(self, key, root, train_dir, conftest, datasets):
         import tensorflow as tf
+        from libml import datasets as libml_datasets
         from libml import train
         self.key = key
         self.hw, scales, self.jit, self.label = CONFIGS[key]
         name = datasets.get(self.hw)
         if name is None:
             name = datasets[self.hw] = make_dataset(root, self.hw, conftest)
-        dataset = datasets.resolve(name)
+        dataset = libml_datasets.resolve(name)  # (`datasets` is the dict of names made so far)
         config = train.Config(train_dir=train_dir, batch=BATCH, filters=FILTERS, repeat=REPEAT,
                               scales=scales, jit_compile=self.jit, train_kimg=1 << 16,
                               report_kimg=1 << 16, save_kimg=1 << 16, epochs=1)
