@@ -371,7 +371,7 @@ CSV_COLUMNS = ['method', 'mismatch_pct', 'seeds', 'mean', 'std', 'minus_supervis
 
 
 def write_csv(path, rows):
-    from libml.utils import atomic_output
+    from libml.files import atomic_output
     with atomic_output(path) as tmp, open(tmp, 'w', newline='') as f:
         writer = csv.DictWriter(f, CSV_COLUMNS)
         writer.writeheader()
@@ -384,7 +384,7 @@ def write_plot(path, args, rows, title):
     import matplotlib
     matplotlib.use('Agg')  # no display: files only
     import matplotlib.pyplot as plt
-    from libml.utils import atomic_output
+    from libml.files import atomic_output
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for method, marker in zip(METHODS, 'sod^v'):
         mine = [r for r in rows if r['method'] == method]
@@ -449,7 +449,8 @@ def main():
     args = parse_args()
     env = compare.subprocess_env()
     from libml import records
-    from libml.utils import UserError, write_json
+    from libml.files import write_json
+    from libml.utils import UserError
     start = time.time()
     try:
         train = compare.ensure_dataset(args.dataset, env, TOOL)

@@ -107,7 +107,7 @@ def test_unknown_unlabeled_labels_are_not_delivered(ml_data):
 
 def test_fixmatch_trains_with_sgd_and_writes_its_monitors(ml_data, tmp_path):
     name = make_ssl_dataset(str(ml_data), n_unlabel=60) + '-6'
-    config = train.Config(train_dir=str(tmp_path), batch=8, filters=4, repeat=1, train_kimg=1,
+    config = train.Config(train_dir=str(tmp_path), batch=32, filters=4, repeat=1, train_kimg=1,
                           report_kimg=1, save_kimg=1, augment='svhn', eval_batch=64,
                           **fixmatch.TRAINER_DEFAULTS)
     trainer = train.Trainer(fixmatch.FixMatch(3, uratio=2), datasets.resolve(name), config)
