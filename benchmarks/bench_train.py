@@ -17,6 +17,9 @@ written to a temporary $ML_DATA with the helpers of tests/conftest.py):
   --loop_kimg per round (resuming from the previous chunk's checkpoint), images/s between the 2nd
   and the last step of a chunk (no evaluation inside that window), against the bare step of the
   same trainer measured just before and after each chunk.
+- FixMatch (configuration 32fix): the same, with `fixmatch.FixMatch` (uratio 7: 64 labeled and 2
+  views of 448 unlabeled images, 960 images per step, one forward pass) and the paper's SGD; its
+  loop includes RandAugment of the strong view in the input pipeline.
 The configurations alternate round by round (GEMM, ours, USB, ...) so that load from other
 processes hits all of them alike; per-round ratios and pooled medians are printed. The XLA
 configurations are built and timed after the others (XLA in a process slowed its later oneDNN
@@ -34,6 +37,7 @@ sys.path.insert(0, REPO)
 
 import libml  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow is imported)
 
+import dataclasses  # noqa: E402
 import gc  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
@@ -46,6 +50,7 @@ import time  # noqa: E402
 
 from absl import flags  # noqa: E402
 
+import fixmatch  # noqa: E402  (defines the FixMatch flags; we use its class and optimizer)
 import realmix  # noqa: E402  (defines the RealMix flags; we only use its class)
 from libml.utils import UserError, no_extra_args, run  # noqa: E402
 
@@ -64,7 +69,7 @@ flags.DEFINE_integer('loop_kimg', 1, 'kimg of each timed Trainer.train() chunk a
 flags.DEFINE_integer('peak_size', 4096, 'Matrix side of the GEMM peak measurement.')
 flags.DEFINE_integer('peak_reps', 0, 'GEMMs per round (0: 4, quick 3).')
 flags.DEFINE_list('configs', None, 'Step configurations to time (default: all of '
-                  '32,32xla,8s3,8s3xla,8,8xla; --quick leaves out 8xla).')
+                  '32,32xla,8s3,8s3xla,8,8xla,32fix; --quick leaves out 8xla).')
 flags.DEFINE_bool('loop', True, 'Time the whole Trainer.train() loop.')
 flags.DEFINE_integer('intra_op', 0, 'TensorFlow intra-op threads (0: TF default, as the trainer).')
 flags.DEFINE_integer('inter_op', 0, 'TensorFlow inter-op threads (0: TF default, as the trainer).')
@@ -84,6 +89,8 @@ flags.DEFINE_string('work_dir', None, 'Folder for the synthetic data and runs (d
 
 BATCH, NU, NCLASS, FILTERS, REPEAT = 64, 2, 10, 32, 4
 TRAINED = BATCH * (1 + NU)          # images trained per step (USB's rows count the same)
+URATIO = 7                          # FixMatch: 64 labeled + 2 views of 448 unlabeled per step
+FIXMATCH_TRAINED = BATCH * (1 + 2 * URATIO)
 GOALS = {'peak32': 0.8, 'peak8': 0.45, 'usb32': 1.3, 'loop': 0.9}
 # name: (image side, scales (0 = trainer default), jit_compile, label)
 CONFIGS = {
@@ -93,6 +100,7 @@ CONFIGS = {
     '8s3xla': (8, 3, True, '8x8 scales 3 XLA'),
     '8': (8, 0, False, '8x8 scales 1 (default)'),
     '8xla': (8, 0, True, '8x8 scales 1 (default) XLA'),
+    '32fix': (32, 3, False, '32x32 scales 3 FixMatch uratio 7'),   # SGD, the paper's settings
 }
 
 
@@ -117,11 +125,13 @@ def wrn_macs(hw, channels=3, filters=FILTERS, repeat=REPEAT, scales=3, nclass=NC
     return macs + cin * nclass, stem
 
 
-def step_gflop(hw, scales):
+def step_gflop(hw, scales, fixmatch_step=False):
     """Nominal GFLOP of one step: 192 images forward+backward (no input gradient of the stem),
-    128 label-guess forwards."""
+    128 label-guess forwards; FixMatch: 960 images forward+backward."""
     fwd, stem = wrn_macs(hw, scales=scales)
     train = 2 * (3 * fwd - stem)
+    if fixmatch_step:
+        return FIXMATCH_TRAINED * train / 1e9
     return (TRAINED * train + BATCH * NU * 2 * fwd) / 1e9
 
 
@@ -209,10 +219,16 @@ class Step:
                               scales=scales, jit_compile=self.jit, precision=precision,
                               train_kimg=1 << 16,
                               report_kimg=1 << 16, save_kimg=1 << 16, epochs=1)
-        algorithm = realmix.RealMix(dataset.nclass, config.train_kimg, nu=NU)
+        self.fixmatch = key.endswith('fix')
+        self.trained = FIXMATCH_TRAINED if self.fixmatch else TRAINED
+        if self.fixmatch:
+            config = dataclasses.replace(config, **fixmatch.TRAINER_DEFAULTS)
+            algorithm = fixmatch.FixMatch(dataset.nclass, uratio=URATIO)
+        else:
+            algorithm = realmix.RealMix(dataset.nclass, config.train_kimg, nu=NU)
         self.trainer = train.Trainer(algorithm, dataset, config)
         self.scales = self.trainer.scales
-        self.gflop = step_gflop(self.hw, self.scales)
+        self.gflop = step_gflop(self.hw, self.scales, self.fixmatch)
         # Take one batch and stop the input pipeline: its prefetch threads must not run beside
         # the timed steps of this or other configurations.
         iterator = iter(self.trainer._batches(0))
@@ -331,7 +347,7 @@ def time_loop(step, kimg, chunk):
     steps = len(entries) - 2
     (t2, c2), (tn, cn) = entries[1], entries[-1]
     return {'kimg': kimg, 'steps_timed': steps, 'seconds': tn - t2, 'train_call_s': total,
-            'img_per_s': steps * TRAINED / (tn - t2), 'step_s': (tn - t2) / steps,
+            'img_per_s': steps * step.trained / (tn - t2), 'step_s': (tn - t2) / steps,
             'cpu_util': (cn - c2) / (tn - t2)}
 
 
@@ -434,7 +450,7 @@ def main(argv):
         # blocks of the same trainer: ratio = chunk img/s / bare img/s (mean of its neighbours).
         loops = {}
         if FLAGS.loop:
-            for key, kimg in (('32', loop_kimg), ('8s3', 4 * loop_kimg)):
+            for key, kimg in (('32', loop_kimg), ('8s3', 4 * loop_kimg), ('32fix', loop_kimg)):
                 if key not in ours:
                     continue
                 s = ours[key]
@@ -445,7 +461,7 @@ def main(argv):
                     chunks.append(time_loop(s, kimg, chunk))
                     bare.append(s.measure(n, record=False))
                     chunks[-1]['ratio'] = bare_ratio = (
-                        chunks[-1]['img_per_s'] * (bare[-2] + bare[-1]) / 2 / TRAINED)
+                        chunks[-1]['img_per_s'] * (bare[-2] + bare[-1]) / 2 / s.trained)
                     print(f'  loop {s.label} chunk {chunk}/{rounds}: {chunks[-1]["steps_timed"]} '
                           f'steps {chunks[-1]["step_s"]:.3f} s/step, bare before/after '
                           f'{bare[-2]:.3f}/{bare[-1]:.3f} s: ratio {bare_ratio:.2f}', flush=True)
@@ -453,8 +469,8 @@ def main(argv):
                 seconds = sum(c['seconds'] for c in chunks)
                 loops[key] = {
                     'chunks': chunks, 'bare_s': bare, 'steps_timed': timed,
-                    'step_s': seconds / timed, 'img_per_s': timed * TRAINED / seconds,
-                    'bare_img_per_s': TRAINED / median(bare),
+                    'step_s': seconds / timed, 'img_per_s': timed * s.trained / seconds,
+                    'bare_img_per_s': s.trained / median(bare),
                     'ratio': median([c['ratio'] for c in chunks]),
                     'cpu_util': sum(c['cpu_util'] * c['seconds'] for c in chunks) / seconds}
         peak.measure(peak_reps)
@@ -501,7 +517,7 @@ def report(peak, ours, peers, loops, xla_off, keys, rounds, round_loads, load_st
         rows[key] = {'label': s.label, 'hw': s.hw, 'scales': s.scales, 'jit_compile': s.jit,
                      'first_call_s': s.first_call, 'median_s': m, 'min_s': min(s.times),
                      'max_s': max(s.times), 'round_medians_s': s.rounds, 'steps': len(s.times),
-                     'img_per_s': TRAINED / m, 'gflop': s.gflop, 'gflops': s.gflop / m,
+                     'img_per_s': s.trained / m, 'gflop': s.gflop, 'gflops': s.gflop / m,
                      'of_peak': s.gflop / m / peak_gflops, 'cpu_util': median(s.util),
                      'finite': s.finite}
         r = rows[key]
@@ -567,7 +583,12 @@ def report(peak, ours, peers, loops, xla_off, keys, rounds, round_loads, load_st
                  ', '.join(f'{p:.2f}' for p in pairs) + f'; pooled medians {pooled:.2f}')
         elif key in rows:
             goal(name, None, target, peer_note or 'USB run failed')
-    for key in ('32', '8s3'):
+    if '32fix' in rows and '32' in rows:
+        by_round, pairs = per_round(rows['32fix']['round_medians_s'], rows['32']['round_medians_s'])
+        goal('FixMatch step / RealMix step time, 32x32 (median of per-round ratios)', by_round,
+             None, 'per round ' + ', '.join(f'{p:.2f}' for p in pairs) + f'; FixMatch trains '
+             f'{FIXMATCH_TRAINED} images per step (64 + 2 x 448), RealMix {TRAINED} (+128 guesses)')
+    for key in ('32', '8s3', '32fix'):
         if key in loops:
             l = loops[key]
             goal(f'whole loop / bare step img/s, {rows[key]["label"]} (median of per-chunk ratios)',

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Did semi-supervised learning help on my data? RealMix against baselines, on the same splits.
+"""Did semi-supervised learning help on my data, and which method? RealMix, MixMatch and FixMatch
+against baselines, on the same splits.
 
     python benchmarks/compare.py --dataset=digits --labels=50 --seeds=1,2,3
     python benchmarks/compare.py --quick          # the first seed only (the demo's last step)
@@ -10,6 +11,9 @@ then trains, as subprocesses of the entry points users run, each for --train_kim
 same shared flags and the training seed S:
   RealMix     realmix.py --dataset={name}.S@{labels}-{valid}
               (labeled images + the unlabeled images of the split, minus the validation ones)
+  MixMatch    the same with --tsa=none --percent_mask=-1 (RealMix's defaults: unless
+              --realmix_args sets --tsa or --percent_mask, this is RealMix's run, reused)
+  FixMatch    fixmatch.py, the same dataset (its own optimizer defaults: SGD, lr 0.03, cosine)
   Supervised  fully_supervised/fs_baseline.py --dataset={name}-0
               --train_record=SSL/{name}.S@{labels}-label.tfrecord   (exactly the same labeled images)
   MixUp       fully_supervised/fs_mixup.py, likewise
@@ -26,8 +30,14 @@ not measure the method (the run is too short, or diverged).
 It prints a table: per-seed test accuracy, mean ± std over seeds, the paired difference
 RealMix - method (computed seed by seed, mean ± std) and the wall-clock time of each method; on
 digits with 50 labels and at least 3 seeds, also whether the goals are met (RealMix median >=
-97% and above every reference on every seed; supervised >= 87%; MixUp >= supervised). `--quick`
-runs the first seed only and never judges those goals.
+97% and above every reference on every seed; supervised >= 87%; MixUp >= supervised; FixMatch
+median >= 98.5% and above RealMix on every seed). `--quick` runs the first seed only and never
+judges those goals.
+
+Every trained method runs for --train_kimg on the trainer's clock, which counts labeled images:
+the same number of steps, each with a batch of --batch labeled images. A FixMatch step also
+sees uratio (7) times as many unlabeled images, each in two views, as in the paper's own
+accounting; so FixMatch costs about three times RealMix's compute per step (see the time column).
 
 Runs go to {train_dir}/{name}.S@{labels}_kimg{K}/ (one folder per split seed and duration: run
 folders are named by dataset and arguments, and the baselines' dataset name {name}-0 does not
@@ -57,8 +67,13 @@ DIGITS_FLAGS = ['--augment=svhn', '--batch=32', '--warmup_kimg=64', '--scales=2'
 # Flags of realmix.py that the supervised baselines do not take (fs_mixup's --beta means another
 # thing there): given to RealMix only. Every other shared flag is the trainer's, given to all.
 REALMIX_ONLY = {'w_match', 'beta', 'nu', 'T', 'warmup_kimg', 'mixmode', 'tsa', 'percent_mask'}
+FIXMATCH_ONLY = {'confidence', 'wu', 'uratio'}
+ALGORITHM_ONLY = {'realmix': REALMIX_ONLY, 'fixmatch': FIXMATCH_ONLY}
+# MixMatch is realmix.py without RealMix's additions (its defaults).
+MIXMATCH_FLAGS = ['--tsa=none', '--percent_mask=-1']
 KIMG = 128
 GOAL_REALMIX = 97.0
+GOAL_FIXMATCH = 98.5
 GOAL_SUPERVISED = 87.0
 GOAL_SEEDS = 3
 # A trained model whose evaluated (EMA) weights classify fewer of its own labeled images than
@@ -67,9 +82,12 @@ UNDERFIT = 90.0
 
 TRAINED = [  # key, label, entry point, run folder prefix
     ('realmix', 'RealMix', 'realmix.py', 'RealMix'),
+    ('mixmatch', 'MixMatch', 'realmix.py', 'RealMix'),
+    ('fixmatch', 'FixMatch', 'fixmatch.py', 'FixMatch'),
     ('supervised', 'Supervised', 'fully_supervised/fs_baseline.py', 'FSBaseline'),
     ('mixup', 'MixUp', 'fully_supervised/fs_mixup.py', 'FSMixup'),
 ]
+METHODS = [key for key, *_ in TRAINED] + ['sklearn']
 NOISE = re.compile(r'^(WARNING: All log messages|[IWE]\d{4} |.*oneDNN custom operations)')
 SHOWN = re.compile(r'^(kimg \d+ +accuracy|Training |Resuming |.*already trained)')
 
@@ -112,9 +130,11 @@ def parse_args(argv=None):
                    '(RealMix-only ones such as --warmup_kimg go to RealMix only); default: the '
                    "demo's digits settings " + ' '.join(DIGITS_FLAGS) + ' for digits, '
                    '"--augment=cifar10" otherwise')
-    p.add_argument('--realmix_args', default='', help='extra flags for realmix.py only')
-    p.add_argument('--methods', default='realmix,supervised,mixup,sklearn',
-                   help='subset of realmix,supervised,mixup,sklearn (RealMix is required)')
+    p.add_argument('--realmix_args', default='', help='extra flags for realmix.py only (RealMix '
+                   'and MixMatch)')
+    p.add_argument('--fixmatch_args', default='', help='extra flags for fixmatch.py only')
+    p.add_argument('--methods', default=','.join(METHODS),
+                   help=f'subset of {",".join(METHODS)} (RealMix is required)')
     p.add_argument('--ls_knn', type=int, default=7, help='LabelSpreading knn: n_neighbors')
     p.add_argument('--ls_gamma', type=float, default=12.0, help='LabelSpreading rbf: gamma '
                    '(pixels scaled to [0, 1]; 12 was the best of 0.5..16 on digits@50 seeds 1-3, '
@@ -126,10 +146,10 @@ def parse_args(argv=None):
     if args.train_kimg < 1:
         p.error('--train_kimg must be at least 1')
     args.methods = {m.strip() for m in args.methods.split(',') if m.strip()}
-    unknown = args.methods - {'realmix', 'supervised', 'mixup', 'sklearn'}
+    unknown = args.methods - set(METHODS)
     if unknown or 'realmix' not in args.methods:
-        p.error(f'--methods={",".join(sorted(args.methods))}: choose among realmix, supervised, '
-                'mixup, sklearn; realmix is required (the table compares against it)')
+        p.error(f'--methods={",".join(sorted(args.methods))}: choose among {", ".join(METHODS)}; '
+                'realmix is required (the table compares against it)')
     if args.shared_args is None:
         args.shared_args = ' '.join(DIGITS_FLAGS) if args.dataset == 'digits' else '--augment=cifar10'
     return args
@@ -189,13 +209,19 @@ def final_accuracy(run_dir, images):
     return by_step[last], train.get(last, float('nan'))
 
 
-def split_flags(text):
-    shared, realmix = [], []
+def split_flags(text, algorithm='realmix'):
+    """(flags every trainer takes, flags of `algorithm` only) of the shared flags `text`; the
+    flags of the other algorithms are left out."""
+    shared, own = [], []
     for arg in text.split():
         key = arg.lstrip('-').split('=')[0]
-        (realmix if key in REALMIX_ONLY or key.startswith('no') and key[2:] in REALMIX_ONLY
-         else shared).append(arg)
-    return shared, realmix
+        owner = [a for a, keys in ALGORITHM_ONLY.items()
+                 if key in keys or key.startswith('no') and key[2:] in keys]
+        if not owner:
+            shared.append(arg)
+        elif algorithm in owner:
+            own.append(arg)
+    return shared, own
 
 
 def common_flags(train_dir, kimg, seed, shared):
@@ -207,11 +233,16 @@ def common_flags(train_dir, kimg, seed, shared):
 
 def command(key, args, seed, train_dir):
     name, labels, kimg = args.dataset, args.labels, args.train_kimg
-    shared, realmix_only = split_flags(args.shared_args)
+    algorithm = 'fixmatch' if key == 'fixmatch' else 'realmix'
+    shared, own = split_flags(args.shared_args, algorithm)
     common = common_flags(train_dir, kimg, seed, shared)
+    ssl = f'--dataset={name}.{seed}@{labels}-{args.valid}'
     if key == 'realmix':
-        return ['realmix.py', f'--dataset={name}.{seed}@{labels}-{args.valid}', *common,
-                *realmix_only, *args.realmix_args.split()]
+        return ['realmix.py', ssl, *common, *own, *args.realmix_args.split()]
+    if key == 'mixmatch':
+        return ['realmix.py', ssl, *common, *own, *args.realmix_args.split(), *MIXMATCH_FLAGS]
+    if key == 'fixmatch':
+        return ['fixmatch.py', ssl, *common, *own, *args.fixmatch_args.split()]
     script = dict((k, s) for k, _, s, _ in TRAINED)[key]
     return [script, f'--dataset={name}-0', f'--train_record=SSL/{name}.{seed}@{labels}-label.tfrecord',
             f'--test_record={name}-test.tfrecord', *common]
@@ -233,6 +264,16 @@ def stream(cmd, env, log_path):
                 if SHOWN.match(text):
                     print('   ', text, flush=True)
         return proc.wait()
+
+
+def mixmatch_is_realmix(args):
+    """Whether RealMix's command already is MixMatch (it leaves --tsa and --percent_mask at their
+    defaults, MixMatch's values)."""
+    values = {}
+    for arg in command('realmix', args, 1, '.'):
+        key, _, value = arg.lstrip('-').partition('=')
+        values[key] = value
+    return values.get('tsa', 'none') == 'none' and float(values.get('percent_mask', -1)) == -1
 
 
 def train_one(key, label, prefix, args, seed, env):
@@ -361,7 +402,8 @@ def print_table(args, results, times, sizes, underfit, wall):
     nl, nu, nt = sizes
     print(f'\n== {args.dataset}: {args.labels} labels, split seeds {",".join(map(str, seeds))}; '
           f'trained models {args.train_kimg} kimg each (shared flags: {args.shared_args}'
-          f'{"; RealMix also " + args.realmix_args if args.realmix_args else ""})')
+          f'{"; RealMix also " + args.realmix_args if args.realmix_args else ""}'
+          f'{"; FixMatch also " + args.fixmatch_args if args.fixmatch_args else ""})')
     print(f'   {nl} labeled + {nu} unlabeled training images (RealMix also holds out {args.valid} '
           f'validation images), test accuracy (%) on {nt} {args.dataset}-test images')
     width = max(len(m) for m in methods) + 2
@@ -390,7 +432,8 @@ def print_table(args, results, times, sizes, underfit, wall):
 def print_goals(args, results, underfit):
     """The goals of the digits benchmark, judged only on a full run (>= 3 seeds, not --quick)."""
     stated = (f'RealMix median >= {GOAL_REALMIX:g}% and above every reference on every seed; '
-              f'supervised median >= {GOAL_SUPERVISED:g}%; MixUp >= supervised')
+              f'supervised median >= {GOAL_SUPERVISED:g}%; MixUp >= supervised; FixMatch median '
+              f'>= {GOAL_FIXMATCH:g}% and above RealMix on every seed')
     if args.quick or len(args.seed_list) < GOAL_SEEDS:
         why = '--quick runs one seed' if args.quick else f'{len(args.seed_list)} seed(s) ran'
         print(f'Goals ({stated}): not judged ({why}; they need {GOAL_SEEDS} seeds: '
@@ -398,7 +441,8 @@ def print_goals(args, results, underfit):
         return
     realmix = results['RealMix']
     median = statistics.median(realmix)
-    not_above = [m for m, v in results.items() if m != 'RealMix'
+    # The references are the baselines: the other semi-supervised methods have goals of their own.
+    not_above = [m for m, v in results.items() if m not in ('RealMix', 'MixMatch', 'FixMatch')
                  and any(r <= a for r, a in zip(realmix, v))]
     checks = [(f'RealMix median >= {GOAL_REALMIX:g}%', median >= GOAL_REALMIX, f'{median:.2f}%'),
               ('RealMix above every reference on every seed', not not_above,
@@ -410,6 +454,14 @@ def print_goals(args, results, underfit):
         if 'MixUp' in results:
             mix = statistics.median(results['MixUp'])
             checks.append(('MixUp >= supervised (medians)', mix >= sup, f'{mix:.2f}% vs {sup:.2f}%'))
+    if 'FixMatch' in results:
+        fix = results['FixMatch']
+        below = [f'seed {s}: {f:.2f} vs {r:.2f}' for s, f, r in zip(args.seed_list, fix, realmix)
+                 if f <= r]
+        checks += [(f'FixMatch median >= {GOAL_FIXMATCH:g}%',
+                    statistics.median(fix) >= GOAL_FIXMATCH, f'{statistics.median(fix):.2f}%'),
+                   ('FixMatch above RealMix on every seed', not below,
+                    'not on ' + ', '.join(below) if below else 'yes')]
     for text, ok, value in checks:
         print(f'Goal: {text}: {"MET" if ok else "NOT MET"} ({value})')
     if underfit:
@@ -435,13 +487,21 @@ def main():
     results, times, sizes, underfit = {}, {}, None, {}
     for seed in args.seed_list:
         print(f'\n== Split {args.dataset}.{seed}@{args.labels} (training seed {seed})', flush=True)
+        fits = {}
         for key, label, _, prefix in TRAINED:
-            if key in args.methods:
+            if key not in args.methods:
+                continue
+            if key == 'mixmatch' and mixmatch_is_realmix(args):
+                print(f'-- MixMatch, seed {seed}: the RealMix run (its --tsa and --percent_mask '
+                      'are MixMatch\'s)')
+                acc, sec, fit = results['RealMix'][-1], 0, fits['RealMix']
+            else:
                 acc, sec, fit, _ = train_one(key, label, prefix, args, seed, env)
-                results.setdefault(label, []).append(acc)
-                if fit < UNDERFIT:
-                    underfit.setdefault(label, []).append((seed, fit))
-                times[label] = times.get(label, 0) + sec
+            fits[label] = fit
+            results.setdefault(label, []).append(acc)
+            if fit < UNDERFIT:
+                underfit.setdefault(label, []).append((seed, fit))
+            times[label] = times.get(label, 0) + sec
         if 'sklearn' in args.methods:
             refs, *sizes = sklearn_references(args, seed)
             for label, (acc, sec) in refs.items():

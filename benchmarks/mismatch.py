@@ -26,6 +26,7 @@ Methods (each trained --train_kimg kimg with the same trainer flags and training
   Supervised      fully_supervised/fs_baseline.py on the 6 N labeled images (once per seed:
                   no unlabeled data, so the same at every level)
   MixMatch        realmix.py --tsa=none --percent_mask=-1
+  FixMatch        fixmatch.py (its own optimizer defaults; --fixmatch_args adds flags)
   RealMix         realmix.py --tsa=linear_schedule --percent_mask=p
   LabelSpreading  scikit-learn, knn kernel with its default 7 neighbours (untuned), on the same
                   labeled + unlabeled images, pixels / 255 (benchmarks/compare.py's reference)
@@ -66,7 +67,7 @@ KIMG = 24
 # well as the full one in about half the time (digits.1@100, RealMix 16 kimg, 2 shared cores:
 # 97.2% vs 96.8% test, 53 s vs 97 s), so the default run fits in an hour.
 DIGITS_ARGS = '--augment=svhn --batch=32 --filters=16 --repeat=2 --scales=2'
-METHODS = ['Supervised', 'MixMatch', 'RealMix', 'LabelSpreading']
+METHODS = ['Supervised', 'MixMatch', 'RealMix', 'FixMatch', 'LabelSpreading']
 LS_LABEL = 'LabelSpreading knn k=7'     # compare.sklearn_references' knn row with --ls_knn=7
 
 
@@ -82,6 +83,7 @@ def parse_args(argv=None):
     p.add_argument('--tsa', default='linear_schedule', help="RealMix's --tsa")
     p.add_argument('--train_kimg', type=int, default=None, help=f'kimg per trained model '
                    f'(default {KIMG}; 4 with --quick)')
+    p.add_argument('--fixmatch_args', default='', help='extra flags for fixmatch.py only')
     p.add_argument('--quick', action='store_true', help='first seed, levels 0 and 100, 4 kimg: a '
                    'smoke test whose numbers mean nothing')
     p.add_argument('--out', default=None, help='folder of the CSV, PNG and JSON (default: '
@@ -269,16 +271,17 @@ def seed_dir(args, names, seed):
 
 def last_scalar(run_dir, tag):
     """The value of `tag` at the run's last evaluation, or None."""
-    ea = compare._extract_accuracy()
-    by_step, _, _ = ea.read_scalars(ea.event_files(run_dir), tag)
+    from libml import events
+    by_step, _, _ = events.read_scalars(events.event_files(run_dir), tag)
     return by_step[max(by_step)] if by_step else None
 
 
-def commands(args, names, seed):
-    """(trainer flags of every method, realmix.py's flags) of split `seed`."""
-    shared, realmix_only = compare.split_flags(args.shared_args)
+def commands(args, names, seed, algorithm='realmix'):
+    """(trainer flags of every method, `algorithm`'s own flags) of split `seed`."""
+    shared, own = compare.split_flags(args.shared_args, algorithm)
     common = compare.common_flags(seed_dir(args, names, seed), args.train_kimg, seed, shared)
-    return common, [*realmix_only, *args.realmix_args.split()]
+    extra = args.realmix_args if algorithm == 'realmix' else args.fixmatch_args
+    return common, [*own, *extra.split()]
 
 
 def supervised(args, names, seed, env):
@@ -300,6 +303,13 @@ def semi_supervised(args, names, seed, level, env, mask=None):
     title = (f'{"MixMatch" if mask is None else f"RealMix p={mask:g}"}, mismatch {level}%, '
              f'seed {seed}')
     return trained(args, names, seed, env, key, title, cmd, 'RealMix')
+
+
+def fixmatch(args, names, seed, level, env):
+    common, own = commands(args, names, seed, 'fixmatch')
+    cmd = ['fixmatch.py', f'--dataset={names.dataset(seed, level)}', *common, *own]
+    return trained(args, names, seed, env, f'fixmatch_{level}',
+                   f'FixMatch, mismatch {level}%, seed {seed}', cmd, 'FixMatch')
 
 
 def label_spreading(args, names, seed, level):
@@ -376,7 +386,7 @@ def write_plot(path, args, rows, title):
     import matplotlib.pyplot as plt
     from libml.files import atomic_output
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for method, marker in zip(METHODS, 'sodv'):
+    for method, marker in zip(METHODS, 'sod^v'):
         mine = [r for r in rows if r['method'] == method]
         ax.errorbar([r['mismatch_pct'] for r in mine], [r['mean'] for r in mine],
                     yerr=[r['std'] for r in mine], marker=marker, capsize=3, label=method,
@@ -426,8 +436,9 @@ def verdict(args, rows):
              f'{"YES" if not below else "NO (below at " + ", ".join(f"{lv}%" for lv in below) + ")"}']
     if len(levels) > 1:
         lo, hi = min(levels), max(levels)
-        drops = {m: mean[m, lo] - mean[m, hi] for m in ('MixMatch', 'RealMix')}
+        drops = {m: mean[m, lo] - mean[m, hi] for m in ('MixMatch', 'RealMix', 'FixMatch')}
         lines.append(f'Drop from {lo}% to {hi}% mismatch: MixMatch {drops["MixMatch"]:+.2f} points, '
+                     f'FixMatch {drops["FixMatch"]:+.2f} points, '
                      f'RealMix {drops["RealMix"]:+.2f} points (positive = accuracy lost)')
     if len(args.seed_list) < 2:
         lines.append('(One seed: no spread; the numbers are not evidence.)')
@@ -466,6 +477,7 @@ def main():
         for level in args.level_list:
             results['Supervised'][level][seed] = sup
             results['MixMatch'][level][seed] = semi_supervised(args, names, seed, level, env)
+            results['FixMatch'][level][seed] = fixmatch(args, names, seed, level, env)
             if seed not in results['RealMix'][level]:
                 results['RealMix'][level][seed] = semi_supervised(args, names, seed, level, env, mask)
             results['LabelSpreading'][level][seed] = label_spreading(args, names, seed, level)
@@ -480,7 +492,7 @@ def main():
     write_csv(stem + '.csv', rows)
     write_plot(stem + '.png', args, rows, title)
     underfit = sorted({f'{m} ({"all levels" if m == "Supervised" else f"{lv}%"}, seed {s})'
-                       for m in METHODS[:3] for lv in args.level_list
+                       for m in METHODS[:4] for lv in args.level_list
                        for s, r in results[m][lv].items() if r['train'] < compare.UNDERFIT})
     lines = verdict(args, rows)
     write_json(stem + '.json', {'settings': {k: v for k, v in vars(args).items()},

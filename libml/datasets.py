@@ -36,13 +36,14 @@ class Part:
     `count`: records in the file (its metadata). Records at positions >= `stop` are not read
     (None: read all). With `exclude_below` > 0, records whose origin (the `source` feature, else
     the position) is below it are dropped. With `labeled_only`, records without a label (-1) are
-    dropped.
+    dropped. `labels_known`: every record of the file has a label (its metadata says so).
     """
     path: str
     count: int
     stop: Optional[int] = None
     exclude_below: int = 0
     labeled_only: bool = False
+    labels_known: bool = False
 
 
 @dataclasses.dataclass
@@ -115,7 +116,8 @@ def resolve(name, supervised=None, nclass=0, img_size=0, class_mapping=None):
     class_names = (mapped_names if class_mapping else None) or meta[first].get('class_names') \
         or mapped_names
     nclass = _class_count(name, meta[first].get('nclass'), nclass, class_names)
-    part = lambda key, **kw: Part(files[key], meta[key]['count'], **kw)
+    part = lambda key, **kw: Part(files[key], meta[key]['count'], labels_known=_labels_known(
+        meta[key]), **kw)
     if supervised is None:
         labeled, unlabeled = part('label'), part('unlabel', exclude_below=valid)
     else:
@@ -126,6 +128,12 @@ def resolve(name, supervised=None, nclass=0, img_size=0, class_mapping=None):
                    test=part('test'),
                    height=shape[0], width=shape[1], channels=shape[2], nclass=nclass,
                    class_names=class_names)
+
+
+def _labels_known(meta):
+    """Whether every record of a file has a label (no -1 in its metadata's label counts)."""
+    counts = meta.get('label_counts')
+    return bool(counts) and all(int(label) >= 0 for label in counts)
 
 
 def _common_shape(files, meta, first):

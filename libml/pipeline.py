@@ -147,17 +147,24 @@ def training_stream(part, shape, seed, start):
 
 
 def train_batches(dataset, batch, nu, augment, seed, start_nimg, draw=None,
-                  replicas=(0,), num_replicas=1):
+                  replicas=(0,), num_replicas=1, uratio=1, views=None):
     """Batches of training steps from step `start_nimg // batch` on.
 
     One element per step: {'x': uint8 [b, H, W, C], 'label': int64 [b],
-    'u': uint8 [nu, b, H, W, C] (when nu > 0), 'draws': draw(seed, b) (when given)}, where
-    b = batch // num_replicas. With several replicas, the elements of one step are the slices of
-    the global batch for `replicas` (this worker's replica ids), one after the other, so a
-    mirrored run trains on exactly the examples of a one-device run.
+    'u': uint8 [nu, U, H, W, C] (when nu > 0), 'u_label': int64 [U] (when nu > 0 and the
+    unlabeled file's labels are all known: for monitoring only), 'draws': draw(seed, b) (when
+    given)}, where b = batch // num_replicas and U = uratio * b: the unlabeled batch holds
+    `uratio` unlabeled images per labeled one, each seen as `nu` views. `views` (default: nu
+    times 'weak') says how each view is augmented: 'weak' = the preset `augment`, 'strong' = the
+    preset, then RandAugment and cutout (augment.strong). With several replicas, the elements of
+    one step are the slices of the global batch for `replicas` (this worker's replica ids), one
+    after the other, so a mirrored run trains on exactly the examples of a one-device run.
     """
     if batch % num_replicas:
         raise UserError(f'--batch={batch} must be divisible by the {num_replicas} replicas.')
+    views = tuple(views or ('weak',) * nu)
+    if len(views) != nu or set(views) - {'weak', 'strong'}:
+        raise ValueError(f'views={views}: expected {nu} of "weak" or "strong".')
     local = batch // num_replicas
     names.check_preset(augment)
     shape = dataset.shape
@@ -166,18 +173,23 @@ def train_batches(dataset, batch, nu, augment, seed, start_nimg, draw=None,
     labeled = training_stream(dataset.labeled, shape, seed, step0 * batch)
     streams = [labeled.batch(batch, drop_remainder=True)]
     if nu:
-        unlabeled = training_stream(dataset.unlabeled, shape, seed + 1, step0 * batch)
-        streams.append(unlabeled.batch(batch, drop_remainder=True))
+        unlabeled = training_stream(dataset.unlabeled, shape, seed + 1, step0 * batch * uratio)
+        streams.append(unlabeled.batch(batch * uratio, drop_remainder=True))
+    view_fns = {'weak': augment_lib.augment, 'strong': augment_lib.strong}
+    u_labels = nu and dataset.unlabeled.labels_known
 
     def one_replica(step, replica, x, u):
-        lo = replica * local
+        lo, ulo = replica * local, replica * local * uratio
         key = tf.stack([tf.constant(seed, tf.int64), step * num_replicas + replica])
         keys = tf.random.experimental.stateless_split(key, nu + 2)
         out = {'x': augment_lib.augment(x['image'][lo:lo + local], augment, keys[0]),
                'label': x['label'][lo:lo + local]}
         if nu:
-            out['u'] = tf.stack([augment_lib.augment(u['image'][lo:lo + local], augment, keys[1 + i])
-                                 for i in range(nu)])
+            images = u['image'][ulo:ulo + local * uratio]
+            out['u'] = tf.stack([view_fns[v](images, augment, keys[1 + i])
+                                 for i, v in enumerate(views)])
+        if u_labels:
+            out['u_label'] = u['label'][ulo:ulo + local * uratio]
         if draw is not None:
             out['draws'] = draw(keys[nu + 1], local)
         return out

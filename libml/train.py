@@ -6,6 +6,8 @@ An algorithm (realmix.py, the baselines) gives:
   args            dict of its hyper-parameters (they name the run folder)
   draw(seed, b)   optional: the random draws of one step for a batch of b (made in the input
                   pipeline, outside compiled code)
+  uratio, views   optional: unlabeled images per labeled one (default 1) and how each of the nu
+                  views is augmented, 'weak' or 'strong' (default all weak; libml/pipeline.py)
   loss(model, batch, nimg) -> (loss, {summary tag: scalar})   one replica's batch; nimg = images
                   seen so far (a float32 scalar tensor)
 The trainer owns everything else: the distribution strategy, the model and its EMA copy, Adam,
@@ -162,13 +164,19 @@ class Trainer:
 
     def _batches(self, start):
         cfg, algo, ds = self.config, self.algorithm, self.dataset
-        draw = getattr(algo, 'draw', None)
         total = self.strategy.num_replicas_in_sync
         if total == 1:
             return pipeline.train_batches(ds, cfg.batch, algo.nu, cfg.augment, cfg.seed, start,
-                                          draw=draw)
+                                          **self._input_options())
         return self.strategy.distribute_datasets_from_function(
             lambda context: self._worker_batches(start, context))
+
+    def _input_options(self):
+        """The algorithm's optional input settings: its MixUp draws; unlabeled images per labeled
+        one; each unlabeled view 'weak' or 'strong' (FixMatch)."""
+        algo = self.algorithm
+        return dict(draw=getattr(algo, 'draw', None), uratio=getattr(algo, 'uratio', 1),
+                    views=getattr(algo, 'views', None))
 
     def _worker_batches(self, start, context):
         """The input pipeline of one worker (`context`: its tf.distribute.InputContext): the
@@ -180,9 +188,8 @@ class Trainer:
         local = total // context.num_input_pipelines
         first = context.input_pipeline_id * local
         return pipeline.train_batches(self.dataset, cfg.batch, algo.nu, cfg.augment, cfg.seed,
-                                      start, draw=getattr(algo, 'draw', None),
-                                      replicas=tuple(range(first, first + local)),
-                                      num_replicas=total)
+                                      start, replicas=tuple(range(first, first + local)),
+                                      num_replicas=total, **self._input_options())
 
     # -- the evaluated model ---------------------------------------------------------------------
     def refresh_ema_stats(self):

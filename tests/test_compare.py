@@ -18,8 +18,11 @@ def test_quick_comparison_table_and_reuse(ml_data, tmp_path):
            '--seeds=2,3', '--train_kimg=1', f'--train_dir={tmp_path}', f'--shared_args={TINY}']
     out = assert_ok(run_script(*cmd)).stdout
     table = out[out.index('== toy: 12 labels'):]
-    for method in ('RealMix', 'Supervised', 'MixUp', 'LabelSpreading knn', 'SVM'):
+    for method in ('RealMix', 'MixMatch', 'FixMatch', 'Supervised', 'MixUp', 'LabelSpreading knn',
+                   'SVM'):
         assert method in table
+    # RealMix's flags are MixMatch's here: its run is reused, not trained twice.
+    assert 'MixMatch, seed 2: the RealMix run' in out
     assert 'seed 3' not in table  # --quick: the first seed only
     # A trained method whose evaluated weights fit < 90% of its own labels is starred and explained.
     for line in table.splitlines():
@@ -27,7 +30,7 @@ def test_quick_comparison_table_and_reuse(ml_data, tmp_path):
             assert f'* {line.split()[0][:-1]}: its evaluated weights classify only' in table
     # Run again: every trained run is found finished, nothing trains.
     again = assert_ok(run_script(*cmd)).stdout
-    assert again.count('finished earlier') == 3 and 'Training ' not in again
+    assert again.count('finished earlier') == 4 and 'Training ' not in again
 
 
 def results_for(realmix, supervised, mixup, svm):
@@ -50,6 +53,13 @@ def test_goals_are_judged_only_on_full_runs(capsys):
     assert 'supervised median >= 87%: NOT MET (86.00%)' in out
     assert 'MixUp >= supervised (medians): NOT MET' in out
     assert 'not trustworthy: Supervised' in out
+    # FixMatch: its median, and above RealMix seed by seed; it is not one of RealMix's references.
+    results = results_for([97.2, 97.0, 98.0], [88, 87, 89], [89, 88, 90], [86, 88, 85])
+    compare.print_goals(args, dict(results, FixMatch=[98.6, 99.0, 97.9]), {})
+    out = capsys.readouterr().out
+    assert 'RealMix above every reference on every seed: MET' in out
+    assert 'FixMatch median >= 98.5%: MET (98.60%)' in out
+    assert 'FixMatch above RealMix on every seed: NOT MET (not on seed 3: 97.90 vs 98.00)' in out
     # --quick, or fewer than 3 seeds: the goals are not judged at all.
     for argv in (['--quick'], ['--seeds=1,2']):
         compare.print_goals(compare.parse_args(argv), results_for([90.0], [10.0], [10.0], [99.0]), {})

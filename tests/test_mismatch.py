@@ -63,9 +63,9 @@ def test_quick_run_writes_table_plot_and_data_and_resumes(ml_data, tmp_path):
         summary = json.load(f)
     assert summary['chosen_mask'] in (0.25, 0.5) and set(summary['mask_selection']) == {'0.25', '0.5'}
 
-    # Run again: every trained run (supervised, 2 MixMatch, 2 x 2 RealMix) is reused.
+    # Run again: every trained run (supervised, 2 MixMatch, 2 x 2 RealMix, 2 FixMatch) is reused.
     again = assert_ok(run_script(*cmd, timeout=900)).stdout
-    assert again.count('finished earlier') == 7 and 'Training ' not in again
+    assert again.count('finished earlier') == 9 and 'Training ' not in again
     assert 'Unlabeled images of mismatch' not in again    # the data files are reused too
 
 
