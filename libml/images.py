@@ -356,9 +356,10 @@ def _exif_orientation(head, tiff):
 
 def _upright(pixels, orientation):
     """[h, w, n] stored with EXIF `orientation` -> as displayed (PIL.ImageOps.exif_transpose)."""
-    # (Transposed as int32: oneDNN's uint8 transpose logs an error line where it falls back.)
-    transposed = lambda: tf.cast(tf.transpose(tf.cast(pixels, tf.int32), [1, 0, 2]), tf.uint8)
-    return tf.switch_case(orientation - 1, [
+    # In int32: with uint8, oneDNN logs an error line on some CPUs (then falls back to Eigen).
+    pixels = tf.cast(pixels, tf.int32)
+    transposed = lambda: tf.transpose(pixels, [1, 0, 2])
+    return tf.cast(tf.switch_case(orientation - 1, [
         lambda: pixels,                                      # 1 upright
         lambda: tf.reverse(pixels, [1]),                     # 2 mirrored
         lambda: tf.reverse(pixels, [0, 1]),                  # 3 upside down
@@ -367,7 +368,7 @@ def _upright(pixels, orientation):
         lambda: tf.reverse(transposed(), [1]),               # 6 turned 90 degrees clockwise
         lambda: tf.reverse(transposed(), [0, 1]),            # 7
         lambda: tf.reverse(transposed(), [0]),               # 8 turned 90 degrees anticlockwise
-    ])
+    ]), tf.uint8)
 
 
 # ----------------------------------------------------------------------------------------------
