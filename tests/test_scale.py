@@ -249,3 +249,17 @@ def test_two_workers_train_like_mirrored_and_resume_after_sigkill(ml_data, tmp_p
     assert writers == {killed[0].pid, procs[0].pid}, writers
     assert f'pid {procs[0].pid} ' in open(os.path.join(run_dir, '.lock')).read()
     assert not other.exists()
+
+
+@pytest.mark.parametrize('value', ['{"cluster": ', '{"cluster": {"worker": ["a:1"]}}',
+                                   '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", '
+                                   '"index": 1}}'])
+def test_unusable_tf_config_is_a_one_line_error(monkeypatch, value):
+    from libml import distribute
+    from libml.utils import UserError
+    monkeypatch.setenv('TF_CONFIG', value)
+    with pytest.raises(UserError, match='TF_CONFIG is not usable'):
+        distribute.check_tf_config()
+    monkeypatch.setenv('TF_CONFIG', '{"cluster": {"worker": ["a:1", "b:2"]}, '
+                                    '"task": {"type": "worker", "index": 1}}')
+    distribute.check_tf_config()
