@@ -138,7 +138,7 @@ def main(argv):
                  'SavedModel, pixels (predict_pixels)': saved_model_pixels,
                  'TFLite, files (project decoder)': tflite_files,
                  'TFLite, pixels': tflite_pixels}
-        extra_rates = {k: [] for k in extra}
+        extra_rates, extra_cpu = {k: [] for k in extra}, {k: [] for k in extra}
 
         bare, e2e, bare_cpu, e2e_cpu = [], [], [], []
         for _ in range(FLAGS.repeats):
@@ -153,9 +153,10 @@ def main(argv):
             e2e_cpu.append(n / (time.process_time() - c))
             assert len(rows) == n and abs(probs - probs_bare).max() < 1e-4
             for name, fn in extra.items():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 probs = fn()
                 extra_rates[name].append(n / (time.perf_counter() - t))
+                extra_cpu[name].append(n / (time.process_time() - c))
                 assert probs.shape == probs_bare.shape and abs(probs - probs_bare).max() < 1e-4, name
 
         out = os.path.join(root, 'out')
@@ -178,8 +179,10 @@ def main(argv):
     print(f'export (SavedModel + TFLite) {t_export:.1f} s; the exported models, on the same '
           'images (ratio to the bare forward, best runs; goal >= 0.70):')
     for name, rates in extra_rates.items():
+        cpu = statistics.median(extra_cpu[name])
         print(f'  {name:<37s} {max(rates):8.1f} images/s   ratio {max(rates) / max(bare):5.2f}   '
-              f'(runs: {", ".join(f"{x:.1f}" for x in rates)})')
+              f'(runs: {", ".join(f"{x:.1f}" for x in rates)}); per CPU second {cpu:.1f}, ratio '
+              f'{cpu / statistics.median(bare_cpu):.2f}')
     print(f'complete cold run_inference:       {n / t_cold:8.1f} images/s   ({t_cold:.1f} s with '
           'restore, trace and outputs)')
     print('load average (1, 5, 15 min): ' + ', '.join(f'{x:.1f}' for x in os.getloadavg())

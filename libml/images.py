@@ -271,8 +271,7 @@ def decode_encoded(data):
         # channel, compared as decode_file (Pillow) compares it: with the 16-bit value of a
         # 16-bit grey PNG, else with the 8-bit value (Pillow's quirk, kept: a 2- or 4-bit grey or
         # a 16-bit RGB PNG compares its 8-bit values with the 16-bit key); a 1-bit key is 0 or 255.
-        trns = head.png_chunk(0x74524E53)  # 'tRNS'
-        keyed = (trns >= 0) & ((colour == 0) | (colour == 2))
+        trns, exif = head.png_chunks()
 
         def with_alpha():
             key = tf.cast(head.uint(trns + 2 * tf.range(tf.shape(pixels, tf.int64)[2]), 2),
@@ -280,62 +279,67 @@ def decode_encoded(data):
             key = tf.where(depth == 1, tf.minimum(key, 1) * 255, key)
             opaque = tf.reduce_any(tf.not_equal(compared, key), -1, keepdims=True)
             return tf.concat([pixels, tf.cast(opaque, tf.uint8) * 255], -1)
-        return tf.cond(keyed, with_alpha, lambda: pixels)
+        keyed = (trns >= 0) & ((colour == 0) | (colour == 2))
+        pixels = tf.cond(keyed, with_alpha, lambda: pixels)
+        return _upright(pixels, _exif_orientation(head, exif))
 
-    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIGNATURE)
-    is_jpeg = tf.io.is_jpeg(data)
+    def jpeg():
+        pixels = tf.io.decode_jpeg(data, 0, dct_method='INTEGER_ACCURATE')
+        return _upright(pixels, _exif_orientation(head, head.jpeg_exif()))
+
     pixels = tf.case(
-        [(is_png, png),
-         (is_jpeg, lambda: tf.io.decode_jpeg(data, 0, dct_method='INTEGER_ACCURATE'))],
+        [(tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIGNATURE), png),
+         (tf.io.is_jpeg(data), jpeg)],
         default=lambda: tf.io.decode_image(data, 0, tf.uint8, expand_animations=False))
-    pixels = tf.ensure_shape(pixels, [None, None, None])
-    orientation = lambda: _exif_orientation(head, tf.cond(is_jpeg, head.jpeg_exif,
-                                                          lambda: head.png_chunk(0x65584966)))
-    return tf.cond(is_png | is_jpeg, lambda: _upright(pixels, orientation()), lambda: pixels)
+    return tf.ensure_shape(pixels, [None, None, None])
 
 
 class _FileHead:
-    """The first SCAN_BYTES bytes of an encoded image, read with graph ops as int64 values
-    (positions past the end read 0), and the places in them that decode_encoded needs: the
-    EXIF block (JPEG: the first APP1 segment starting "Exif\\0\\0"; PNG: the eXIf chunk) and
-    a PNG's tRNS chunk."""
+    """The first SCAN_BYTES bytes of an encoded image, read with graph ops, and the places in
+    them that decode_encoded needs: the EXIF block (JPEG: the first APP1 segment starting
+    "Exif\\0\\0"; PNG: the eXIf chunk) and a PNG's tRNS chunk."""
     SCAN_BYTES = 1 << 17
+    _TRNS, _EXIF = 0x74524E53, 0x65584966  # PNG chunk types 'tRNS', 'eXIf'
 
     def __init__(self, data):
         raw = tf.io.decode_raw(tf.strings.substr(data, 0, self.SCAN_BYTES), tf.uint8)
-        raw = tf.cast(raw, tf.int64)
-        self.values = tf.pad(raw, [[0, self.SCAN_BYTES + 16 - tf.size(raw, tf.int64)]])
+        self.size = tf.size(raw, tf.int64)
+        self.bytes = tf.pad(raw, [[0, 1]])  # the byte read for any position past the end: 0
 
     def uint(self, pos, size, little=False):
         """Unsigned integers of `size` bytes at byte positions `pos` (any shape), int64."""
-        pos = tf.clip_by_value(tf.cast(pos, tf.int64), 0, self.SCAN_BYTES)
-        values = tf.gather(self.values, pos[..., None] + tf.range(size, dtype=tf.int64))
+        index = tf.cast(pos, tf.int64)[..., None] + tf.range(size, dtype=tf.int64)
+        index = tf.where((index >= 0) & (index < self.size), index, self.size)
+        values = tf.cast(tf.gather(self.bytes, index), tf.int64)
         weights = 256 ** tf.range(size, dtype=tf.int64)
         weights = tf.where(little, weights, tf.reverse(weights, [0]))
         return tf.reduce_sum(values * weights, -1)
 
-    def _walk(self, start, more, step):
-        """The first position `step` finds (-1: none), walking segments or chunks."""
+    def png_chunks(self):
+        """Where the data of the first tRNS and eXIf chunks start (-1: none), int64 []. Chunks
+        are LENGTH(4) TYPE(4) DATA CRC(4), after the 8-byte signature."""
+        def step(pos, trns, exif):
+            kind = self.uint(pos + 4, 4)
+            return (pos + 12 + self.uint(pos, 4),
+                    tf.where((trns < 0) & (kind == self._TRNS), pos + 8, trns),
+                    tf.where((exif < 0) & (kind == self._EXIF), pos + 8, exif))
         none = tf.constant(-1, tf.int64)
         return tf.while_loop(
-            lambda pos, found: (found < 0) & (pos < self.SCAN_BYTES) & more(pos),
-            lambda pos, found: step(pos), (tf.constant(start, tf.int64), none),
-            maximum_iterations=1024)[1]
-
-    def png_chunk(self, type_code):
-        """Where the data of the first chunk of type `type_code` (4 bytes, big-endian) starts."""
-        return self._walk(8, lambda pos: tf.constant(True), lambda pos: (  # LENGTH TYPE DATA CRC
-            pos + 12 + self.uint(pos, 4),
-            tf.where(self.uint(pos + 4, 4) == type_code, pos + 8, tf.constant(-1, tf.int64))))
+            lambda pos, trns, exif: (pos + 8 <= self.size) & ((trns < 0) | (exif < 0)), step,
+            (tf.constant(8, tf.int64), none, none), maximum_iterations=1024)[1:]
 
     def jpeg_exif(self):
-        """Where the EXIF block's TIFF header starts: segments are FF xx LENGTH(2) ... up to the
-        start of the scan (FF DA); EXIF is an APP1 (FF E1) segment whose data starts Exif\\0\\0."""
-        return self._walk(2, lambda pos: (self.uint(pos, 1) == 0xFF)
-                          & (self.uint(pos + 1, 1) != 0xDA), lambda pos: (
-            pos + 2 + self.uint(pos + 2, 2),
-            tf.where((self.uint(pos + 1, 1) == 0xE1) & (self.uint(pos + 4, 4) == 0x45786966)
-                     & (self.uint(pos + 8, 2) == 0), pos + 10, tf.constant(-1, tf.int64))))
+        """Where the EXIF block's TIFF header starts (-1: none), int64 []: segments are FF xx
+        LENGTH(2) ... up to the start of the scan (FF DA); EXIF is an APP1 (FF E1) segment whose
+        data starts Exif\\0\\0."""
+        def step(pos, found):
+            exif = ((self.uint(pos + 1, 1) == 0xE1) & (self.uint(pos + 4, 4) == 0x45786966)
+                    & (self.uint(pos + 8, 2) == 0))
+            return pos + 2 + self.uint(pos + 2, 2), tf.where(exif, pos + 10, found)
+        more = lambda pos, found: ((found < 0) & (pos + 4 <= self.size)
+                                   & (self.uint(pos, 1) == 0xFF) & (self.uint(pos + 1, 1) != 0xDA))
+        return tf.while_loop(more, step, (tf.constant(2, tf.int64), tf.constant(-1, tf.int64)),
+                             maximum_iterations=1024)[1]
 
 
 _IFD_ENTRIES = 64  # entries of the first EXIF directory searched for the orientation
@@ -356,19 +360,21 @@ def _exif_orientation(head, tiff):
 
 def _upright(pixels, orientation):
     """[h, w, n] stored with EXIF `orientation` -> as displayed (PIL.ImageOps.exif_transpose)."""
-    # In int32: with uint8, oneDNN logs an error line on some CPUs (then falls back to Eigen).
-    pixels = tf.cast(pixels, tf.int32)
-    transposed = lambda: tf.transpose(pixels, [1, 0, 2])
-    return tf.cast(tf.switch_case(orientation - 1, [
-        lambda: pixels,                                      # 1 upright
-        lambda: tf.reverse(pixels, [1]),                     # 2 mirrored
-        lambda: tf.reverse(pixels, [0, 1]),                  # 3 upside down
-        lambda: tf.reverse(pixels, [0]),                     # 4 mirrored upside down
-        transposed,                                          # 5
-        lambda: tf.reverse(transposed(), [1]),               # 6 turned 90 degrees clockwise
-        lambda: tf.reverse(transposed(), [0, 1]),            # 7
-        lambda: tf.reverse(transposed(), [0]),               # 8 turned 90 degrees anticlockwise
-    ]), tf.uint8)
+    # In float32 (exact for bytes): for other types, oneDNN logs an error line on some CPUs when
+    # it falls back to Eigen.
+    def turned():
+        x = tf.cast(pixels, tf.float32)
+        transposed = lambda: tf.transpose(x, [1, 0, 2])
+        return tf.cast(tf.switch_case(orientation - 2, [
+            lambda: tf.reverse(x, [1]),                      # 2 mirrored
+            lambda: tf.reverse(x, [0, 1]),                   # 3 upside down
+            lambda: tf.reverse(x, [0]),                      # 4 mirrored upside down
+            transposed,                                      # 5
+            lambda: tf.reverse(transposed(), [1]),           # 6 turned 90 degrees clockwise
+            lambda: tf.reverse(transposed(), [0, 1]),        # 7
+            lambda: tf.reverse(transposed(), [0]),           # 8 turned 90 degrees anticlockwise
+        ]), tf.uint8)
+    return tf.cond(orientation == 1, lambda: pixels, turned)  # 1: upright
 
 
 # ----------------------------------------------------------------------------------------------
