@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from libml import augment as augment_lib
-from libml import names, records
+from libml import names, randaugment, records
 from libml.utils import UserError, check_interrupted
 
 # Decoded images up to this size are cached in memory; larger sets are decoded every epoch.
@@ -156,7 +156,7 @@ def train_batches(dataset, batch, nu, augment, seed, start_nimg, draw=None,
     given)}, where b = batch // num_replicas and U = uratio * b: the unlabeled batch holds
     `uratio` unlabeled images per labeled one, each seen as `nu` views. `views` (default: nu
     times 'weak') says how each view is augmented: 'weak' = the preset `augment`, 'strong' = the
-    preset, then RandAugment and cutout (augment.strong). With several replicas, the elements of
+    preset, then RandAugment and cutout (randaugment.strong). With several replicas, the elements of
     one step are the slices of the global batch for `replicas` (this worker's replica ids), one
     after the other, so a mirrored run trains on exactly the examples of a one-device run.
     """
@@ -175,7 +175,7 @@ def train_batches(dataset, batch, nu, augment, seed, start_nimg, draw=None,
     if nu:
         unlabeled = training_stream(dataset.unlabeled, shape, seed + 1, step0 * batch * uratio)
         streams.append(unlabeled.batch(batch * uratio, drop_remainder=True))
-    view_fns = {'weak': augment_lib.augment, 'strong': augment_lib.strong}
+    view_fns = {'weak': augment_lib.augment, 'strong': randaugment.strong}
     u_labels = nu and dataset.unlabeled.labels_known
 
     def one_replica(step, replica, x, u):

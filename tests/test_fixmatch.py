@@ -10,7 +10,7 @@ from conftest import make_images, make_ssl_dataset, write_records
 import libml  # noqa: F401
 import tensorflow as tf
 
-from libml import augment, datasets, events, pipeline, train
+from libml import datasets, events, pipeline, randaugment, train
 from libml.utils import UserError
 
 import fixmatch  # at the repository root, on sys.path via conftest
@@ -123,4 +123,4 @@ def test_fixmatch_trains_with_sgd_and_writes_its_monitors(ml_data, tmp_path):
         assert list(by_step) == [1024] and np.isfinite(by_step[1024]), tag
     assert 0 <= results['accuracy_test'] <= 100
     assert glob.glob(os.path.join(trainer.run_dir, 'tf', 'model.ckpt-00001024.index'))
-    assert augment.RANDAUGMENT_OPS == 2   # the paper's two ops per image
+    assert randaugment.RANDAUGMENT_OPS == 2   # the paper's two ops per image
