@@ -66,7 +66,7 @@ def main():
     os.environ['ML_DATA'] = ml_data = env['ML_DATA']
     from benchmarks import compare  # the comparison of step 6 and the command of step 3
     kimg = args.train_kimg or (4 if args.quick else DEMO_KIMG)
-    # FixMatch costs about three RealMix runs: left to compare.py itself, so the demo stays short.
+    # FixMatch costs about four RealMix runs: left to compare.py itself, so the demo stays short.
     comparison = ['--quick', f'--train_dir={args.train_dir}', f'--train_kimg={kimg}',
                   f'--valid={VALID}', '--seeds=1', '--methods=realmix,supervised,mixup,sklearn']
     start = time.time()

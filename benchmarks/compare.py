@@ -37,7 +37,7 @@ judges those goals.
 Every trained method runs for --train_kimg on the trainer's clock, which counts labeled images:
 the same number of steps, each with a batch of --batch labeled images. A FixMatch step also
 sees uratio (7) times as many unlabeled images, each in two views, as in the paper's own
-accounting; so FixMatch costs about three times RealMix's compute per step (see the time column).
+accounting; so a FixMatch step costs about four times RealMix's (4.1x the nominal FLOPs).
 
 Runs go to {train_dir}/{name}.S@{labels}_kimg{K}/ (one folder per split seed and duration: run
 folders are named by dataset and arguments, and the baselines' dataset name {name}-0 does not
