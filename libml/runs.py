@@ -17,10 +17,11 @@ from collections import Counter
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf import text_format
 
 from libml import images, models
 from libml.utils import UserError
-from libml.files import read_json, storage_errors, write_json
+from libml.files import atomic_output, read_json, storage_errors, write_json
 
 # What building a run's model needs from its args.json.
 _REQUIRED_ARGS = ('arch', 'nclass', 'channels', 'filters', 'repeat', 'scales', 'height', 'width')
@@ -136,14 +137,22 @@ class Checkpoints:
             self.checkpoint.write(prefix)
             kept = [p for _, p in complete_checkpoints(self.folder)]
             old, kept = kept[:-self.keep], kept[-self.keep:]
-            # TensorFlow's own writer of the state file (atomic), with relative names so a run
-            # folder can be moved.
-            tf.compat.v1.train.update_checkpoint_state(
-                self.folder, os.path.basename(prefix), [os.path.basename(p) for p in kept])
+            write_checkpoint_state(self.folder, prefix, kept)
         for path in old:
             for f in glob.glob(glob.escape(path) + '.*'):
                 os.remove(f)
         return prefix
+
+
+def write_checkpoint_state(folder, newest, kept):
+    """Writes TensorFlow's `checkpoint` state file of `folder` atomically, with names relative to
+    the folder so a run folder can be moved. TensorFlow's proto and text format, written here
+    because tf.compat.v1.train.update_checkpoint_state prints a deprecation warning."""
+    state = tf.compat.v1.train.generate_checkpoint_state_proto(
+        folder, os.path.basename(newest), [os.path.basename(p) for p in kept])
+    with atomic_output(os.path.join(folder, 'checkpoint')) as tmp:
+        with open(tmp, 'w') as f:
+            f.write(text_format.MessageToString(state))
 
 
 class RunLock:
