@@ -412,10 +412,11 @@ def print_table(args, results, times, sizes, underfit, wall):
     methods = list(results)
     realmix = results['RealMix']
     nl, nu, nt = sizes
+    fixmatch_extra = 'FixMatch' in results and args.fixmatch_args
     print(f'\n== {args.dataset}: {args.labels} labels, split seeds {",".join(map(str, seeds))}; '
           f'trained models {args.train_kimg} kimg each (shared flags: {args.shared_args}'
           f'{"; RealMix also " + args.realmix_args if args.realmix_args else ""}'
-          f'{"; FixMatch also " + args.fixmatch_args if args.fixmatch_args else ""})')
+          f'{"; FixMatch also " + args.fixmatch_args if fixmatch_extra else ""})')
     print(f'   {nl} labeled + {nu} unlabeled training images (RealMix also holds out {args.valid} '
           f'validation images), test accuracy (%) on {nt} {args.dataset}-test images')
     width = max(len(m) for m in methods) + 2
