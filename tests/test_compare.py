@@ -77,3 +77,14 @@ def test_demo_runs_end_to_end(tmp_path):
     assert 'RealMix, seed 1: finished earlier' in out  # step 6 reuses step 3's run
     assert 'not judged' in out and 'NOT MET' not in out
     assert np.load(tmp_path / 'exp' / 'digits.1@50-200_pred.npy').shape == (100, 10)
+
+
+def test_fixmatch_gets_three_stages_on_digits_only_with_the_default_flags(tmp_path):
+    cmd = compare.command('fixmatch', compare.parse_args(['--seeds=1']), 1, str(tmp_path))
+    assert cmd[0] == 'fixmatch.py' and cmd[-1] == '--scales=3'   # after the shared --scales=2
+    assert '--scales=2' in cmd
+    for argv in (['--dataset=toy'], ['--shared_args=--augment=svhn']):
+        assert compare.parse_args(argv).fixmatch_args == ''
+    assert compare.parse_args(['--fixmatch_args=--uratio=3']).fixmatch_args == '--uratio=3'
+    cmd = compare.command('realmix', compare.parse_args(['--seeds=1']), 1, str(tmp_path))
+    assert '--scales=3' not in cmd and '--scales=2' in cmd

@@ -145,7 +145,8 @@ def test_unusable_train_dir_is_one_line_and_leaves_nothing(ml_data, tmp_path):
 
 def test_non_finite_float_flags_are_refused(ml_data, tmp_path):
     name = make_ssl_dataset(str(ml_data)) + '-6'
-    for flag in ('--beta=nan', '--lr=inf', '--w_match=-inf', '--percent_mask=nan'):
+    # An algorithm flag and a trainer flag (utils.run checks every float flag alike).
+    for flag in ('--beta=nan', '--lr=inf'):
         result = realmix(tmp_path, f'--dataset={name}', flag, '--train_kimg=1')
         assert_user_error(result, flag.split('=')[0], 'finite')
         assert result.returncode == 2

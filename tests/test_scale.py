@@ -133,10 +133,11 @@ common = dict(batch=64, filters=4, repeat=1, augment='none', deterministic=True,
 # The mirrored run of the multi-worker command: one process, two replicas.
 config = train.Config(train_dir={train_dir!r}, train_kimg=1, strategy='mirrored', **common)
 train.Trainer(realmix.RealMix(3, 1000), dataset, config).train()
-# bfloat16 under the mirrored strategy, and with XLA: its first loss is float32's.
+# bfloat16 under the mirrored strategy, and with XLA: its first loss is float32's (one float32
+# reference: the strategy does not change the loss of a batch).
 first = {{}}
 for strategy, precision, jit in (('mirrored', 'float32', False), ('mirrored', 'bfloat16', False),
-                                 ('default', 'float32', False), ('default', 'bfloat16', True)):
+                                 ('default', 'bfloat16', True)):
     config = train.Config(train_dir={train_dir!r} + '/' + precision, precision=precision,
                           strategy=strategy, jit_compile=jit, **common)
     t = train.Trainer(realmix.RealMix(3, 1000), dataset, config)
@@ -231,7 +232,7 @@ def test_two_workers_train_like_mirrored_and_resume_after_sigkill(ml_data, tmp_p
         np.testing.assert_allclose(multi[tag, 1024], mirrored[tag, 1024], rtol=1e-5, atol=1e-7)
     first = eval(ref_out.strip().splitlines()[-1])
     for strategy in ('mirrored', 'default'):  # default: with --jit_compile
-        assert abs(first[strategy, 'bfloat16'] / first[strategy, 'float32'] - 1) < 0.02, first
+        assert abs(first[strategy, 'bfloat16'] / first['mirrored', 'float32'] - 1) < 0.02, first
 
     # 2. The same job again, both workers on the shared folder: it resumes and both finish.
     kimg = int(done.rsplit('-', 1)[1]) // 1024 + 1

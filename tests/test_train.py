@@ -131,20 +131,27 @@ def test_killed_run_resumes_from_its_last_checkpoint(ml_data, tmp_path):
 def test_bad_input_is_one_line_error(ml_data, tmp_path):
     name = make_ssl_dataset(str(ml_data)) + '-6'
     common = [f'--train_dir={tmp_path}', '--filters=4', '--repeat=1', '--train_kimg=1', '--batch=8']
+    # Through the entry point: one line on stderr (utils.run), for each kind of check.
     cases = [
         (['--dataset=nosuch.1@10-5'], ['nosuch.1@10-label.tfrecord', 'create_split.py']),
         (['--dataset=toy-5'], ['NAME.SEED@SIZE-VALID']),
-        ([f'--dataset={name}', '--tsa=sometimes'], ['--tsa']),
-        ([f'--dataset={name}', '--augment=blur'], ['--augment']),
-        ([f'--dataset={name}', '--mixmode=xy.z'], ['--mixmode']),
-        ([f'--dataset={name}', '--percent_mask=1.5'], ['--percent_mask']),
-        ([f'--dataset={name}', '--beta=0'], ['--beta']),
-        ([f'--dataset={name}', '--nu=0'], ['--nu']),
+        ([f'--dataset={name}', '--tsa=sometimes'], ['--tsa']),          # RealMix's checks
+        ([f'--dataset={name}', '--augment=blur'], ['--augment']),       # the trainer's checks
         ([f'--dataset={name}', '--nclass=10'], ['--nclass=10', '3 classes']),
         ([f'--dataset={name}', '--img_size=32'], ['--img_size=32', '8x8']),
     ]
     for args, words in cases:
         assert_user_error(run_script('realmix.py', *common, *args), *words)
+    # RealMix's other hyper-parameter checks raise the same UserError (each a TF start less).
+    for changes, flag in ((dict(mixmode='xy.z'), '--mixmode'), (dict(percent_mask=1.5), '--percent_mask'),
+                          (dict(beta=0.), '--beta'), (dict(nu=0), '--nu'), (dict(T=0.), '--T'),
+                          (dict(w_match=-1.), '--w_match')):
+        with pytest.raises(UserError, match=flag):
+            realmix.RealMix(3, 1, **changes)
+    for changes, flag in ((dict(batch=0), '--batch'), (dict(lr=0.), '--lr'),
+                          (dict(augment='blur'), '--augment')):
+        with pytest.raises(UserError, match=flag):
+            train.Config(**changes).check()
 
 
 def test_class_mapping_flag(ml_data, tmp_path):
