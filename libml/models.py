@@ -306,7 +306,8 @@ def recompute_batch_norm(model, images, batch_size=256):
     shape = [None] + images.shape[1:].as_list()
     step = tf.function(lambda x, f: model(tf.cast(x, tf.float32), training=True, update_stats=f),
                        input_signature=[tf.TensorSpec(shape, images.dtype),
-                                        tf.TensorSpec([], tf.float32)])
+                                        tf.TensorSpec([], tf.float32)],
+                       autograph=False)  # plain tensor code: converting it only costs time
     seen = 0
     for start in range(0, int(images.shape[0]), batch_size):
         batch = images[start:start + batch_size]

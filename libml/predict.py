@@ -191,7 +191,7 @@ def probability_function(model, height, width, channels, jit_compile=False):
         cache[key] = tf.function(
             lambda x: tf.nn.softmax(ref()(x, training=False), axis=-1),
             input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32)],
-            jit_compile=jit_compile)
+            jit_compile=jit_compile, autograph=False)  # plain tensor code
     return cache[key]
 
 

@@ -155,7 +155,9 @@ class Trainer:
             # replica function once per replica, which collective ops (all-reduce) require.
             replica_step = tf.function(replica_step, jit_compile=True)
 
-        @tf.function
+        # AutoGraph off: the step is plain tensor code (Python control flow only on Python
+        # values; tf.cond where a tensor decides), and converting it cost seconds of every start.
+        @tf.function(autograph=False)
         def train_step(batch, nimg):
             stats = strategy.run(replica_step, args=(batch, nimg))
             return {k: strategy.reduce('mean', v, axis=None) for k, v in stats.items()}
