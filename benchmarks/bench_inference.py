@@ -52,7 +52,7 @@ def make_images(folder, n, size):
 
 def make_run(root, size):
     import tensorflow as tf
-    from libml import models
+    from libml import models, runs
     args = dict(arch='resnet', filters=32, repeat=4, scales=3, nclass=10, height=size, width=size,
                 channels=3, class_names=None, dataset='bench.1@250-0')
     run = os.path.join(root, 'run')
@@ -62,7 +62,7 @@ def make_run(root, size):
     ema = models.build_model('resnet', 10, 3, 32, 4, 3, seed=1)
     prefix = os.path.join(run, 'tf', 'model.ckpt-00001024')
     tf.train.Checkpoint(ema_model=ema).write(prefix)
-    tf.compat.v1.train.update_checkpoint_state(os.path.join(run, 'tf'), prefix)
+    runs.write_checkpoint_state(os.path.join(run, 'tf'), prefix, [prefix])
     return run
 
 

@@ -28,7 +28,8 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 # For the functions given to tf.data: they are plain tensor code (Python `if`s only on Python
 # values), so AutoGraph, which tf.data applies by default, would only add seconds to every start.
-plain = tf.autograph.experimental.do_not_convert
+_plain = tf.autograph.experimental.do_not_convert
+
 
 def _decoder(shape):
     def decode(record):
@@ -49,12 +50,12 @@ def part_records(part, shape):
         origin = tf.where(parsed['source'] >= 0, parsed['source'], position)
         return {'image': parsed['image'], 'label': parsed['label'], 'origin': origin}
 
-    ds = ds.map(plain(parse), num_parallel_calls=AUTOTUNE).unbatch()
+    ds = ds.map(_plain(parse), num_parallel_calls=AUTOTUNE).unbatch()
     if part.exclude_below:
         ds = ds.filter(lambda r: r['origin'] >= part.exclude_below)
     if part.labeled_only:
         ds = ds.filter(lambda r: r['label'] >= 0)
-    return ds.map(plain(_decoder(shape)), num_parallel_calls=AUTOTUNE)
+    return ds.map(_plain(_decoder(shape)), num_parallel_calls=AUTOTUNE)
 
 
 @contextlib.contextmanager
@@ -204,7 +205,7 @@ def train_batches(dataset, batch, nu, augment, seed, start_nimg, draw=None,
             return parts[0]
         return tf.nest.map_structure(lambda *t: tf.stack(t), *parts)
 
-    ds = tf.data.Dataset.zip((steps, *streams)).map(plain(make), num_parallel_calls=AUTOTUNE)
+    ds = tf.data.Dataset.zip((steps, *streams)).map(_plain(make), num_parallel_calls=AUTOTUNE)
     if len(replicas) > 1:
         ds = ds.unbatch()
     options = tf.data.Options()

@@ -46,7 +46,7 @@ def make_run(root, args=ARGS, model_args=None, steps=(1024, 2048)):
         prefix = str(run / 'tf' / f'model.ckpt-{step:08d}')
         checkpoint.write(prefix)
         prefixes.append(prefix)
-        tf.compat.v1.train.update_checkpoint_state(str(run / 'tf'), prefix, all_model_checkpoint_paths=prefixes)
+        runs.write_checkpoint_state(str(run / 'tf'), prefix, prefixes)
     return run
 
 
