@@ -28,12 +28,30 @@ scripts/extract_accuracy.py does (its stats/accuracy.json is written too). A tra
 evaluated weights classify fewer than 90% of its own labeled images is flagged: its number does
 not measure the method (the run is too short, or diverged).
 
+A trained run is also flagged, on the seed's cell, when it collapsed: a semi-supervised method
+(RealMix, MixMatch, FixMatch) below the supervised baseline of the same seed; a run whose
+accuracy on its own labeled images ended more than FIT_DROP points below its best earlier
+evaluation; a run whose final test accuracy is more than COLLAPSE_DROP points below its best.
+
 It prints a table: per-seed test accuracy, mean ± std over seeds, the paired difference
-RealMix - method (computed seed by seed, mean ± std) and the wall-clock time of each method; on
-digits with 50 labels and at least 3 seeds, also whether the goals are met (RealMix median >=
-97% and above every reference on every seed; supervised >= 87%; MixUp >= supervised; FixMatch
-median >= 98.5% and above RealMix on every seed). `--quick` runs the first seed only and never
-judges those goals.
+RealMix - method (computed seed by seed, mean ± std) and the time of each method (trained runs:
+the training and evaluation time their trainer logged, monitors/period_seconds, so a run resumed
+across sessions counts its real time; runs older than that log: the wall time of their
+subprocesses); on digits with 50 labels and at least 3 seeds, also whether the goals are met
+(RealMix median >= 97% and above every reference on every seed; supervised >= 87%; MixUp >=
+supervised; FixMatch median >= 98.5% and above RealMix on every seed). `--quick` runs the first
+seed only and never judges those goals.
+
+Learning curves of every trained run (each evaluation: kimg, cumulative hours and CPU hours,
+accuracy on the labeled images, validation and test) go to
+{train_dir}/curves_{name}_{labels}_kimg{K}.csv and .png (test solid, validation dashed, against
+kimg and against hours), also when every run was reused.
+
+    python benchmarks/compare.py --preset=cifar10 --dataset=cifarjpg
+
+runs the paper's setting (PRESETS) on a CIFAR-10-like dataset; a flag given on the command line
+replaces the preset's, and a trainer flag in --shared_args, --realmix_args or --fixmatch_args
+replaces the preset's flag of the same name there (the rest of the preset's flags are kept).
 
 Every trained method runs for --train_kimg on the trainer's clock, which counts labeled images:
 the same number of steps, each with a batch of --batch labeled images. A FixMatch step also
@@ -47,8 +65,10 @@ interrupted ones. Shared flags default to the digits settings DIGITS_FLAGS (also
 are in each run folder's compare.log.
 """
 import argparse
+import csv
 import glob
 import json
+import math
 import os
 import re
 import statistics
@@ -86,6 +106,37 @@ GOAL_SEEDS = 3
 # A trained model whose evaluated (EMA) weights classify fewer of its own labeled images than
 # this (percent) is flagged: its run was too short to be judged (see the table's note).
 UNDERFIT = 90.0
+# A run whose last evaluation is this many points below its best earlier one collapsed: EMA
+# weights evaluated on a few hundred images or more wobble by a few points, not by ten.
+FIT_DROP = 10.0        # accuracy on its own labeled images
+COLLAPSE_DROP = 10.0   # test accuracy
+# The marks of flagged cells (explained below the table).
+BELOW, UNFIT, LATE = '†', '‡', '§'
+SEMI_SUPERVISED = ('RealMix', 'MixMatch', 'FixMatch')
+
+# Papers' settings for any dataset shaped like theirs (--preset=NAME --dataset=...): values of
+# compare.py's flags. Flags given on the command line win (see apply_preset).
+PRESETS = {
+    # RealMix's CIFAR-10 benchmark: 250 labels, WRN-28-2 (32 filters, 4 blocks per stage), TSA.
+    # The unlabeled-loss ramp stays the paper's 1024 kimg: a 256 kimg run is the first quarter of
+    # the paper's schedule. Shortened ramps collapse (benchmarks/README.md, "CIFAR-10").
+    # float32: bfloat16 falls back to slow kernels on CPUs without AVX-512, and the run folder
+    # names the precision, so a run resumed on another machine must keep one.
+    # FixMatch keeps fixmatch.py's defaults, its paper's (uratio 7, SGD lr 0.03 cosine, wd 5e-4).
+    'cifar10': {
+        'labels': 250, 'valid': 1000, 'train_kimg': 256,
+        'shared_args': '--augment=cifar10 --batch=64 --filters=32 --repeat=4 --report_kimg=16 '
+                       '--save_kimg=8',
+        'realmix_args': '--tsa=linear_schedule',
+        'fixmatch_args': '',
+    },
+}
+# compare.py's defaults of the flags a preset may set (shared_args and fixmatch_args depend on
+# the dataset: parse_args).
+DEFAULTS = {'labels': 50, 'valid': 200, 'train_kimg': KIMG, 'realmix_args': ''}
+# The trainer's --epochs default (libml.config.Config.epochs; not imported here, that loads
+# TensorFlow): runs stop at epochs x report_kimg kimg.
+TRAINER_EPOCHS = 1024
 
 TRAINED = [  # key, label, entry point, run folder prefix
     ('realmix', 'RealMix', 'realmix.py', 'RealMix'),
@@ -125,19 +176,31 @@ def parse_seeds(p, args):
 
 def parse_args(argv=None):
     p = benchmark_parser(__doc__, '1,2,3', 'experiments/compare')
-    p.add_argument('--labels', type=int, default=50, help='labeled images per split')
-    p.add_argument('--valid', type=int, default=200, help="RealMix's validation images (taken "
-                   'from the unlabeled file, never trained on)')
+    p.epilog = 'presets (--preset=NAME):\n' + '\n'.join(
+        f'  {name}: ' + ' '.join(f'--{k}={v!r}' if isinstance(v, str) else f'--{k}={v}'
+                                 for k, v in flags.items() if v != '')
+        for name, flags in PRESETS.items())
+    p.add_argument('--preset', choices=sorted(PRESETS), help='a paper\'s setting (listed below) '
+                   'for a dataset like its own (give --dataset too); flags given here win, trainer '
+                   'flags in --shared_args/--realmix_args/--fixmatch_args replace the preset\'s of '
+                   'the same name')
+    p.add_argument('--labels', type=int, help='labeled images per split (default '
+                   f'{DEFAULTS["labels"]})')
+    p.add_argument('--valid', type=int, help="RealMix's validation images (taken from the "
+                   f'unlabeled file, never trained on; default {DEFAULTS["valid"]})')
     p.add_argument('--quick', action='store_true', help='first seed only (a few minutes on 2 CPU '
                    'cores); its RealMix run is the demo\'s, so after the demo only the baselines '
                    'train; the goals are not judged')
-    p.add_argument('--train_kimg', type=int, default=KIMG, help='training duration of each '
-                   'trained model in kimg')
+    p.add_argument('--no_train', action='store_true', help='train nothing: the table and '
+                   'learning curves of the runs as they stand (an unfinished run counts at its '
+                   'last evaluation and is marked; a method with no run is left out)')
+    p.add_argument('--train_kimg', type=int, help='training duration of each trained model in '
+                   f'kimg (default {KIMG})')
     p.add_argument('--shared_args', default=None, help='flags given to all three trainers '
                    '(RealMix-only ones such as --warmup_kimg go to RealMix only); default: the '
                    "demo's digits settings " + ' '.join(DIGITS_FLAGS) + ' for digits, '
                    '"--augment=cifar10" otherwise')
-    p.add_argument('--realmix_args', default='', help='extra flags for realmix.py only (RealMix '
+    p.add_argument('--realmix_args', default=None, help='extra flags for realmix.py only (RealMix '
                    'and MixMatch)')
     p.add_argument('--fixmatch_args', default=None, help='extra flags for fixmatch.py only; '
                    'default ' + ' '.join(DIGITS_FIXMATCH_FLAGS) + ' for digits with the default '
@@ -150,6 +213,8 @@ def parse_args(argv=None):
                    'so a strict reference)')
     args = p.parse_args(argv)
     parse_seeds(p, args)
+    digits_defaults = args.dataset == 'digits' and args.shared_args is None and not args.preset
+    apply_preset(args)
     if args.quick:
         args.seed_list = args.seed_list[:1]
     if args.train_kimg < 1:
@@ -159,12 +224,89 @@ def parse_args(argv=None):
     if unknown or 'realmix' not in args.methods:
         p.error(f'--methods={",".join(sorted(args.methods))}: choose among {", ".join(METHODS)}; '
                 'realmix is required (the table compares against it)')
-    digits_defaults = args.dataset == 'digits' and args.shared_args is None
     if args.fixmatch_args is None:
         args.fixmatch_args = ' '.join(DIGITS_FIXMATCH_FLAGS) if digits_defaults else ''
     if args.shared_args is None:
         args.shared_args = ' '.join(DIGITS_FLAGS) if args.dataset == 'digits' else '--augment=cifar10'
+    check_budget(p, args)
     return args
+
+
+def flag_name(arg):
+    """'batch' of '--batch=64'."""
+    return arg.lstrip('-').partition('=')[0]
+
+
+def flag_values(cmd):
+    """{name: value} of the --name=value arguments of `cmd`; the last one wins, as with absl."""
+    return {flag_name(a): a.partition('=')[2] for a in cmd if a.startswith('-')}
+
+
+def merge_flags(base, override):
+    """The trainer flags `base` with each flag of `override` in place of `base`'s flag of that
+    name (new ones appended), so the result is what one would write out by hand."""
+    new = {flag_name(a): a for a in override.split()}
+    merged = [new.pop(flag_name(a), a) for a in base.split()]
+    return ' '.join(merged + list(new.values()))
+
+
+def apply_preset(args):
+    """Fills the flags not given on the command line from --preset, then from DEFAULTS; merges
+    the preset's trainer flags with those given (merge_flags). args.from_preset: the (compare.py
+    flag, trainer flag) pairs the preset set (named in errors)."""
+    preset = PRESETS.get(args.preset, {})
+    args.from_preset = set()
+    for key, value in preset.items():
+        given = getattr(args, key)
+        if key.endswith('_args'):
+            args.from_preset |= {(key, flag_name(a)) for a in value.split()}
+            args.from_preset -= {(key, flag_name(a)) for a in (given or '').split()}
+            setattr(args, key, merge_flags(value, given or ''))
+        elif given is None:
+            setattr(args, key, value)
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+
+
+def check_budget(p, args):
+    """An argparse error when the trained runs could not run as scheduled: --train_kimg shorter
+    than one report period or one batch, or cut short by --epochs (checked on each method's
+    command, so a trainer flag counts wherever it was given)."""
+    kimg = args.train_kimg
+    for key in [k for k, *_ in TRAINED if k in args.methods]:
+        values = flag_values(command(key, args, 1, '.'))
+        origin = lambda flag: flag_origin(args, key, flag)
+        # Where to change a flag: where it was given, or --shared_args for the preset's.
+        fix = lambda flag: '--shared_args' if 'preset' in origin(flag) else origin(flag)
+        try:  # without --batch, the trainer's batch (64) is below 1 kimg
+            report, batch = int(values['report_kimg']), int(values.get('batch', 1))
+            epochs = int(values.get('epochs', TRAINER_EPOCHS))
+        except ValueError:
+            continue  # not a number: the trainer names the flag
+        if kimg < report:
+            p.error(f'--train_kimg={kimg} is shorter than one report period (--report_kimg='
+                    f'{report}, from {origin("report_kimg")}): the runs would end before their '
+                    f'first scheduled evaluation; give --train_kimg={report} or more, or a '
+                    f'smaller --report_kimg in {fix("report_kimg")}.')
+        if kimg << 10 < batch:
+            p.error(f'--train_kimg={kimg} ({kimg << 10} images) is less than one batch (--batch='
+                    f'{batch}, from {origin("batch")}); give --train_kimg='
+                    f'{math.ceil(batch / 1024)} or more, or a smaller --batch in {fix("batch")}.')
+        if epochs * report < kimg:
+            where = origin('epochs') if 'epochs' in values else "the trainers' default"
+            p.error(f'--epochs={epochs} ({where}) stops each run at {epochs} x --report_kimg='
+                    f'{report} = {epochs * report} kimg, before --train_kimg={kimg}; give '
+                    f'--epochs={math.ceil(kimg / report)} or more in {fix("epochs")}.')
+
+
+def flag_origin(args, key, flag):
+    """Which compare.py flag gave method `key`'s command its trainer flag `flag` (its own extra
+    flags come last in the command, so they win)."""
+    own = {'realmix': 'realmix_args', 'mixmatch': 'realmix_args', 'fixmatch': 'fixmatch_args'}
+    name = next((n for n in (own.get(key), 'shared_args')
+                 if n and flag in flag_values(getattr(args, n).split())), 'shared_args')
+    return f'--preset={args.preset}' if (name, flag) in args.from_preset else f'--{name}'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,10 +379,13 @@ def split_flags(text, algorithm='realmix'):
 
 
 def common_flags(train_dir, kimg, seed, shared):
-    """The trainer flags every trained method gets: 8 evaluations, the last 2 checkpoints kept."""
+    """The trainer flags every trained method gets: 8 evaluations (unless the shared flags set
+    --report_kimg or --save_kimg: each flag once in the command), the last 2 checkpoints kept."""
     period = max(kimg // 8, 1)
-    return [f'--train_dir={train_dir}', f'--train_kimg={kimg}', f'--report_kimg={period}',
-            f'--save_kimg={period}', '--keep_ckpt=2', f'--seed={seed}', *shared]
+    given = flag_values(shared)
+    schedule = [f'--{flag}={period}' for flag in ('report_kimg', 'save_kimg') if flag not in given]
+    return [f'--train_dir={train_dir}', f'--train_kimg={kimg}', *schedule, '--keep_ckpt=2',
+            f'--seed={seed}', *shared]
 
 
 def command(key, args, seed, train_dir):
@@ -252,7 +397,9 @@ def command(key, args, seed, train_dir):
     if key == 'realmix':
         return ['realmix.py', ssl, *common, *own, *args.realmix_args.split()]
     if key == 'mixmatch':
-        return ['realmix.py', ssl, *common, *own, *args.realmix_args.split(), *MIXMATCH_FLAGS]
+        # MixMatch's flags replace RealMix's --tsa and --percent_mask in place: each flag once.
+        flags = merge_flags(' '.join([*own, args.realmix_args]), ' '.join(MIXMATCH_FLAGS))
+        return ['realmix.py', ssl, *common, *flags.split()]
     if key == 'fixmatch':
         return ['fixmatch.py', ssl, *common, *own, *args.fixmatch_args.split()]
     script = dict((k, s) for k, _, s, _ in TRAINED)[key]
@@ -281,10 +428,7 @@ def stream(cmd, env, log_path):
 def mixmatch_is_realmix(args):
     """Whether RealMix's command already is MixMatch (it leaves --tsa and --percent_mask at their
     defaults, MixMatch's values)."""
-    values = {}
-    for arg in command('realmix', args, 1, '.'):
-        key, _, value = arg.lstrip('-').partition('=')
-        values[key] = value
+    values = flag_values(command('realmix', args, 1, '.'))
     return values.get('tsa', 'none') == 'none' and float(values.get('percent_mask', -1)) == -1
 
 
@@ -297,6 +441,35 @@ def train_one(key, label, prefix, args, seed, env):
     cmd = command(key, args, seed, train_dir)
     return run_trained(key, f'{label}, seed {seed}', prefix, cmd, train_dir,
                        args.train_kimg << 10, env)
+
+
+def same_value(recorded, given):
+    """Whether a value of args.json and a flag's text agree (75.0 and '75' do)."""
+    try:
+        return float(recorded) == float(given)
+    except (TypeError, ValueError):
+        return str(recorded) == given
+
+
+def existing_run(key, prefix, args, seed):
+    """(test accuracy, accuracy on its own labeled images, run folder, kimg reached) of
+    the run that train_one would train, as far as it got (--no_train); None if it never
+    evaluated. The run is the folder whose args.json agrees with every flag of the command that it
+    records (RealMix and MixMatch share a prefix and differ in --tsa/--percent_mask)."""
+    train_dir = os.path.join(os.path.abspath(args.train_dir),
+                             f'{args.dataset}.{seed}@{args.labels}_kimg{args.train_kimg}')
+    cmd = command(key, args, seed, train_dir)
+    values = flag_values(cmd[2:])
+    dataset = cmd[1].split('=', 1)[1]
+    for path in sorted(glob.glob(os.path.join(glob.escape(train_dir), glob.escape(dataset),
+                                              prefix + '_*', 'args', 'args.json'))):
+        recorded = json.load(open(path))
+        if all(same_value(recorded[k], v) for k, v in values.items() if k in recorded):
+            run_dir = os.path.dirname(os.path.dirname(path))
+            curve = read_curve(run_dir)
+            if curve:
+                return curve[-1]['test'], curve[-1]['train_labeled'], run_dir, curve[-1]['kimg']
+    return None
 
 
 def run_trained(key, title, prefix, cmd, train_dir, images, env, tool='compare'):
@@ -394,6 +567,133 @@ def sklearn_references(args, seed):
 
 
 # ----------------------------------------------------------------------------------------------
+# Learning curves and collapse flags, from the runs' TensorBoard events.
+
+CURVE_TAGS = {'train_labeled': 'accuracy_train_labeled', 'valid': 'accuracy_valid',
+              'test': 'accuracy_test', 'seconds': 'monitors/period_seconds',
+              'cpu_seconds': 'monitors/period_cpu_seconds'}
+CURVE_COLUMNS = ['method', 'seed', 'kimg', 'hours', 'cpu_hours', 'train_labeled', 'valid', 'test']
+
+
+def read_curve(run_dir):
+    """The run's evaluations in order: [{kimg, hours, cpu_hours, train_labeled, valid, test}].
+    hours and cpu_hours add up the time the trainer logged for each report period up to that
+    evaluation (resumed sessions count, the gaps between them do not); None from the first
+    evaluation without it on (a run older than that log). A missing accuracy is None."""
+    from libml import events
+    files = events.event_files(run_dir)
+    scalars = {column: events.read_scalars(files, tag)[0] for column, tag in CURVE_TAGS.items()}
+    rows, hours = [], {'hours': 0.0, 'cpu_hours': 0.0}
+    for step in sorted(scalars['test']):
+        for column, tag in (('hours', 'seconds'), ('cpu_hours', 'cpu_seconds')):
+            known = hours[column] is not None and step in scalars[tag]
+            hours[column] = hours[column] + scalars[tag][step] / 3600 if known else None
+        rows.append(dict(kimg=step / 1024, **hours, **{c: scalars[c].get(step) for c in
+                                                       ('train_labeled', 'valid', 'test')}))
+    return rows
+
+
+def fell(curve, column, limit):
+    """'best% at kimg A -> last% at kimg B' when the last value of `column` is more than `limit`
+    points below the best earlier one; else None."""
+    points = [(row['kimg'], row[column]) for row in curve if row[column] is not None]
+    if len(points) < 2:
+        return None
+    (best_kimg, best), (last_kimg, last) = max(points[:-1], key=lambda p: p[1]), points[-1]
+    if best - last > limit:
+        return f'{best:.1f}% at kimg {best_kimg:g} -> {last:.1f}% at kimg {last_kimg:g}'
+    return None
+
+
+def collapse_flags(results, curves, seeds):
+    """(marks, notes): marks {(method, seed): 'BELOW/UNFIT/LATE marks'} of the trained runs that
+    ended below the supervised baseline (semi-supervised methods), stopped fitting their own
+    labels, or collapsed late; notes {mark: ['method seed S: what', ...]}.
+    results: {method: [test accuracy per seed]}; curves: {(method, seed): read_curve rows}."""
+    supervised = dict(zip(seeds, results.get('Supervised', [])))
+    marks, notes = {}, {BELOW: [], UNFIT: [], LATE: []}
+    for (method, seed), curve in curves.items():
+        found = []
+        test = curve[-1]['test']
+        if method in SEMI_SUPERVISED and seed in supervised and test < supervised[seed]:
+            found.append((BELOW, f'{test:.2f}% < {supervised[seed]:.2f}%'))
+        for mark, column, limit in ((UNFIT, 'train_labeled', FIT_DROP),
+                                    (LATE, 'test', COLLAPSE_DROP)):
+            what = fell(curve, column, limit)
+            if what:
+                found.append((mark, what))
+        for mark, what in found:
+            marks[method, seed] = marks.get((method, seed), '') + mark
+            notes[mark].append(f'{method} seed {seed}: {what}')
+    return marks, notes
+
+
+def write_curves(args, curves):
+    """{train_dir}/curves_{name}_{labels}_kimg{K}.csv and .png of `curves` {(method, seed):
+    read_curve rows}; returns their paths."""
+    from libml.files import atomic_output
+    stem = os.path.join(os.path.abspath(args.train_dir),
+                        f'curves_{args.dataset}_{args.labels}_kimg{args.train_kimg}')
+    text = lambda v, digits: '' if v is None else f'{v:.{digits}f}'
+    with atomic_output(stem + '.csv') as tmp, open(tmp, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(CURVE_COLUMNS)
+        for (method, seed), curve in curves.items():
+            for r in curve:
+                writer.writerow([method, seed, f'{r["kimg"]:g}', text(r['hours'], 4),
+                                 text(r['cpu_hours'], 4), *(text(r[c], 2) for c in
+                                                          ('train_labeled', 'valid', 'test'))])
+    plot_curves(stem + '.png', args, curves)
+    return stem + '.csv', stem + '.png'
+
+
+def plot_curves(path, args, curves):
+    """Test (solid) and validation (dashed) accuracy against kimg and against hours, one colour
+    per method, a dot on each curve's last point (a one-evaluation run is a dot)."""
+    import matplotlib
+    matplotlib.use('Agg')  # no display: files only
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from libml.files import atomic_output
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    colours = {label: f'C{i}' for i, (_, label, *_) in enumerate(TRAINED)}
+    names, drawn, untimed = {}, {}, 0
+    for (method, seed), curve in curves.items():
+        # MixMatch's curve is RealMix's run when their flags agree: drawn once, named for both.
+        first = drawn.setdefault(id(curve), method)
+        names.setdefault(first, [first])
+        if first != method:
+            names[first] += [method] * (method not in names[first])
+            continue
+        untimed += curve[-1]['hours'] is None
+        for ax, x in zip(axes, ('kimg', 'hours')):
+            for column, style in (('test', '-'), ('valid', '--')):
+                points = [(r[x], r[column]) for r in curve
+                          if r[x] is not None and r[column] is not None]
+                if points:
+                    xs, ys = zip(*points)
+                    ax.plot(xs, ys, style, color=colours[method], linewidth=1.2)
+                    ax.plot(xs[-1:], ys[-1:], 'o', color=colours[method], markersize=3)
+    axes[0].set_xlabel('kimg (1024 labeled images)')
+    axes[1].set_xlabel('hours (training + evaluation, summed over sessions)')
+    if untimed:
+        axes[1].set_title(f'{untimed} run(s) logged no time: not shown here', fontsize=8)
+    axes[0].set_ylabel('accuracy (%)')
+    handles = [Line2D([], [], color=colours[m], label=' = '.join(n)) for m, n in names.items()]
+    handles += [Line2D([], [], color='k', linestyle=s, label=t) for s, t in (('-', 'test'),
+                                                                           ('--', 'validation'))]
+    axes[0].legend(handles=handles, fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(f'{args.dataset}, {args.labels} labels, {args.train_kimg} kimg, seeds '
+                 f'{",".join(map(str, args.seed_list))}', fontsize=10)
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
 # The table.
 
 def mean_std(values):
@@ -407,25 +707,31 @@ def duration(seconds):
     return f'{seconds // 60:d}m{seconds % 60:02d}s' if seconds >= 60 else f'{seconds}s'
 
 
-def print_table(args, results, times, sizes, underfit, wall):
+def print_table(args, results, times, sizes, underfit, wall, flags=({}, {}), untimed=()):
+    """flags: collapse_flags' (marks, notes); untimed: the methods whose time is their
+    subprocesses' wall time (runs that logged none)."""
     seeds = args.seed_list
     methods = list(results)
     realmix = results['RealMix']
     nl, nu, nt = sizes
+    marks, notes = flags
+    pad = max(map(len, marks.values()), default=0)  # room for the marks after each number
     fixmatch_extra = 'FixMatch' in results and args.fixmatch_args
     print(f'\n== {args.dataset}: {args.labels} labels, split seeds {",".join(map(str, seeds))}; '
-          f'trained models {args.train_kimg} kimg each (shared flags: {args.shared_args}'
+          f'trained models {args.train_kimg} kimg each '
+          f'{f"(--preset={args.preset}) " if args.preset else ""}(shared flags: {args.shared_args}'
           f'{"; RealMix also " + args.realmix_args if args.realmix_args else ""}'
           f'{"; FixMatch also " + args.fixmatch_args if fixmatch_extra else ""})')
     print(f'   {nl} labeled + {nu} unlabeled training images (RealMix also holds out {args.valid} '
           f'validation images), test accuracy (%) on {nt} {args.dataset}-test images')
     width = max(len(m) for m in methods) + 2
-    head = f'{"method":<{width}}' + ''.join(f'{"seed " + str(s):>9}' for s in seeds)
+    head = f'{"method":<{width}}' + ''.join(f'{"seed " + str(s):>9}{"":{pad}}' for s in seeds)
     head += f'  {"mean ± std":>15}  {"RealMix − method":>17}  {"time (all seeds)":>16}'
     print(head)
     print('-' * len(head))
     for m in methods:
-        row = f'{m + ("*" if m in underfit else ""):<{width}}' + ''.join(f'{a:9.2f}' for a in results[m])
+        row = f'{m + ("*" if m in underfit else ""):<{width}}' + ''.join(
+            f'{a:9.2f}{marks.get((m, s), ""):<{pad}}' for s, a in zip(seeds, results[m]))
         diff = [r - a for r, a in zip(realmix, results[m])]
         pair = '—' if m == 'RealMix' else mean_std(diff).strip()
         row += f'  {mean_std(results[m]):>15}  {pair:>17}  {duration(times[m]):>16}'
@@ -436,8 +742,16 @@ def print_table(args, results, times, sizes, underfit, wall):
         print(f'* {m}: its evaluated weights classify only {seen} of its own labeled images '
               f'(< {UNDERFIT:g}%): the run did not fit its training labels (too short, or it '
               'diverged), so its test accuracy does not measure the method.')
-    print(f'Wall time of this comparison: {duration(wall)} (trained runs count their own time, '
-          'also when reused from an earlier invocation).')
+    for mark, what in ((BELOW, 'below the supervised baseline of the same seed (test accuracy)'),
+                       (UNFIT, 'stopped fitting its own labeled images: their accuracy ended more '
+                               f'than {FIT_DROP:g} points below its best earlier evaluation'),
+                       (LATE, 'collapsed late: its final test accuracy is more than '
+                              f'{COLLAPSE_DROP:g} points below its best evaluation')):
+        if notes.get(mark):
+            print(f'{mark} {what}: {"; ".join(notes[mark])}.')
+    ledger = f'; {", ".join(untimed)}: their subprocesses\' wall time (no time logged)' * bool(untimed)
+    print(f'Wall time of this comparison: {duration(wall)}. Trained methods: the training and '
+          f'evaluation time their runs logged, over all sessions, also when reused{ledger}.')
     if args.dataset == 'digits' and args.labels == 50:
         print_goals(args, results, underfit)
 
@@ -496,8 +810,11 @@ def main():
     args = parse_args()
     env = subprocess_env()
     start = time.time()
-    ensure_splits(args, env)
+    if not args.no_train:
+        ensure_splits(args, env)
     results, times, sizes, underfit = {}, {}, None, {}
+    curves, untimed = {}, []  # {(method, seed): read_curve rows}; methods timed by the ledger
+    unfinished, missing = [], set()  # --no_train: runs short of --train_kimg; methods without one
     for seed in args.seed_list:
         print(f'\n== Split {args.dataset}.{seed}@{args.labels} (training seed {seed})', flush=True)
         fits = {}
@@ -508,14 +825,33 @@ def main():
                 print(f'-- MixMatch, seed {seed}: the RealMix run (its --tsa and --percent_mask '
                       'are MixMatch\'s)')
                 acc, sec, fit = results['RealMix'][-1], 0, fits['RealMix']
+                curves[label, seed] = curves['RealMix', seed]  # the same object: plotted once
             else:
-                acc, sec, fit, _ = train_one(key, label, prefix, args, seed, env)
+                if args.no_train:
+                    found = existing_run(key, prefix, args, seed)
+                    if found is None and key == 'realmix':  # the table compares against it
+                        sys.exit(f'compare: error: --no_train: RealMix has not evaluated yet on seed '
+                                 f'{seed}; run the same command without --no_train to train.')
+                    if found is None:
+                        missing.add(label)
+                        continue
+                    acc, fit, run_dir, kimg = found
+                    sec = 0  # the ledger's seconds are for finished runs only
+                    if kimg < args.train_kimg:
+                        unfinished.append(f'{label} seed {seed}: {kimg:g} of {args.train_kimg} kimg')
+                else:
+                    acc, sec, fit, run_dir = train_one(key, label, prefix, args, seed, env)
+                curve = curves[label, seed] = read_curve(run_dir)
+                if curve[-1]['hours'] is not None:
+                    sec = curve[-1]['hours'] * 3600
+                elif label not in untimed:
+                    untimed.append(label)
             fits[label] = fit
             results.setdefault(label, []).append(acc)
             if fit < UNDERFIT:
                 underfit.setdefault(label, []).append((seed, fit))
             times[label] = times.get(label, 0) + sec
-        if 'sklearn' in args.methods:
+        if 'sklearn' in args.methods and not args.no_train:
             refs, *sizes = sklearn_references(args, seed)
             for label, (acc, sec) in refs.items():
                 print(f'-- {label}, seed {seed}: {acc:.2f}% ({sec:.1f} s)')
@@ -525,7 +861,18 @@ def main():
         from libml import datasets, pipeline
         ds = datasets.resolve(f'{args.dataset}.{args.seed_list[0]}@{args.labels}-{args.valid}')
         sizes = [len(pipeline.load_arrays(p, ds.shape)[1]) for p in (ds.labeled, ds.unlabeled, ds.test)]
-    print_table(args, results, times, sizes, underfit, time.time() - start)
+    if args.no_train:
+        for label in missing:  # a method must have a value on every seed to be in the table
+            results.pop(label, None)
+            curves = {k: v for k, v in curves.items() if k[0] != label}
+        if missing:
+            print(f'Not in the table (no evaluation yet on every seed): {", ".join(sorted(missing))}.')
+    flags = collapse_flags(results, curves, args.seed_list)
+    print_table(args, results, times, sizes, underfit, time.time() - start, flags, untimed)
+    if unfinished:
+        print('UNFINISHED runs, shown at their last evaluation (not final results; the same command '
+              'without --no_train resumes them): ' + '; '.join(unfinished) + '.')
+    print('Learning curves: ' + ', '.join(write_curves(args, curves)))
 
 
 if __name__ == '__main__':

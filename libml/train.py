@@ -26,6 +26,7 @@ is the original's behaviour (plain EMA, the trained model's moving statistics co
 import math
 import os
 import shutil
+import time
 
 import tensorflow as tf
 from absl import flags
@@ -304,6 +305,9 @@ class Trainer:
         while nimg < total:
             period_end = min(total, (nimg // report + 1) * report)
             sums, steps = {}, 0
+            # This process's time on the period (training and evaluation): summed over the
+            # periods it gives a run's cost in hours without the gaps between resumed sessions.
+            wall, cpu = time.perf_counter(), time.process_time()
             with tqdm(total=period_end - nimg, unit='img', unit_scale=True, leave=False,
                       desc=f'kimg {nimg >> 10}-{period_end >> 10}', dynamic_ncols=True) as bar:
                 while nimg < period_end:
@@ -334,6 +338,8 @@ class Trainer:
                     tf.summary.scalar(k, v / steps)
                 for k, v in results.items():
                     tf.summary.scalar(k, v)
+                tf.summary.scalar('monitors/period_seconds', time.perf_counter() - wall)
+                tf.summary.scalar('monitors/period_cpu_seconds', time.process_time() - cpu)
             writer.flush()
             if nimg // save > (nimg - cfg.batch) // save or nimg >= total:
                 self.save_checkpoint(nimg)

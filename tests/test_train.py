@@ -68,6 +68,10 @@ def test_run_folder_checkpoints_and_summaries(ml_data, tmp_path):
         assert tag in tags, sorted(tags)
     assert [s for s, _ in tags['accuracy_test']] == [1024, 2048]
     assert all(0 <= v <= 100 for _, v in tags['accuracy_test'])
+    # The cost of each report period (compare.py's learning curves against hours read them).
+    for tag in ('monitors/period_seconds', 'monitors/period_cpu_seconds'):
+        assert [s for s, _ in tags[tag]] == [1024, 2048]
+        assert all(0 < v < 600 for _, v in tags[tag]), tags[tag]
 
 
 def final_weights(trainer):
