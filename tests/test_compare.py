@@ -1,5 +1,7 @@
 """benchmarks/compare.py and demo.py: the comparison table tells the truth, and the demo runs."""
 import csv
+import glob
+import json
 import os
 import re
 import shutil
@@ -331,3 +333,35 @@ def test_short_budget_stops_before_anything_is_written(tmp_path):
                                  '--train_kimg=2', f'--train_dir={tmp_path / "runs"}'),
                       '--train_kimg=2', '--report_kimg=16')
     assert not (tmp_path / 'runs').exists()
+
+
+def test_cifar10_preset_on_a_folder_of_jpegs(ml_data, tmp_path):
+    """The issue's path end to end on a folder the test writes: JPEGs by class -> create_datasets
+    custom -> compare.py --preset=cifar10 (shrunk by flags), table and learning curves."""
+    from PIL import Image
+    classes = ['airplane', 'bird', 'cat']
+    x, y = make_images(60, (32, 32, 3), len(classes), seed=3)
+    for part, rows in (('train', range(45)), ('test', range(45, 60))):
+        for i in rows:
+            folder = tmp_path / 'photos' / part / classes[y[i]]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i]).save(folder / f'{i:04d}.jpg', quality=90)
+    photos = tmp_path / 'photos'
+    assert_ok(run_script('scripts/create_datasets.py', 'custom', '--name=photos',
+                         f'--traindir={photos / "train"}', f'--testdir={photos / "test"}'))
+    runs = tmp_path / 'runs'
+    out = assert_ok(run_script(
+        'benchmarks/compare.py', '--preset=cifar10', '--dataset=photos', '--labels=9', '--valid=6',
+        '--seeds=1', '--train_kimg=1', '--methods=realmix,supervised', f'--train_dir={runs}',
+        '--shared_args=--filters=4 --repeat=1 --batch=16 --report_kimg=1 --save_kimg=1')).stdout
+    table = out[out.index('== photos: 9 labels'):]
+    assert '(--preset=cifar10)' in table and '--tsa=linear_schedule' in table
+    assert '9 labeled + 30 unlabeled training images' in table and 'on 15 photos-test' in table
+    for method in ('RealMix', 'Supervised'):
+        assert re.search(rf'^{method}\*? +\d+\.\d\d', table, re.M), table
+    # The preset's network and augmentation reached the trainers, with the shrinking flags.
+    args = json.load(open(glob.glob(str(runs / '*' / '*' / 'RealMix_*' / 'args' / 'args.json'))[0]))
+    assert (args['augment'], args['filters'], args['batch'], args['tsa']) == (
+        'cifar10', 4, 16, 'linear_schedule')
+    with open(runs / 'curves_photos_9_kimg1.csv', newline='') as f:
+        assert sorted(r['method'] for r in csv.DictReader(f)) == ['RealMix', 'Supervised']
