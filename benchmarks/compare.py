@@ -49,9 +49,11 @@ kimg and against hours), also when every run was reused.
 
     python benchmarks/compare.py --preset=cifar10 --dataset=cifarjpg
 
-runs the paper's setting (PRESETS) on a CIFAR-10-like dataset; a flag given on the command line
-replaces the preset's, and a trainer flag in --shared_args, --realmix_args or --fixmatch_args
-replaces the preset's flag of the same name there (the rest of the preset's flags are kept).
+runs the paper's setting (PRESETS) on a CIFAR-10-like dataset (hours per run on 2 CPU cores;
+--no_train shows the runs as they stand, unfinished ones at their last evaluation); a flag given
+on the command line replaces the preset's, and a trainer flag in --shared_args, --realmix_args or
+--fixmatch_args replaces the preset's flag of the same name there (the rest of the preset's flags
+are kept).
 
 Every trained method runs for --train_kimg on the trainer's clock, which counts labeled images:
 the same number of steps, each with a batch of --batch labeled images. A FixMatch step also
