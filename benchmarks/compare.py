@@ -687,6 +687,7 @@ def plot_curves(path, args, curves):
     axes[0].legend(handles=handles, fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
+        ax.set_xlim(left=0)  # where training starts: a short curve is seen as short
     fig.suptitle(f'{args.dataset}, {args.labels} labels, {args.train_kimg} kimg, seeds '
                  f'{",".join(map(str, args.seed_list))}', fontsize=10)
     fig.tight_layout()
