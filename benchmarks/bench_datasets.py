@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Throughput and memory of dataset creation: create_datasets.py cifar10 and create_split.py.
+"""Throughput and memory of dataset creation: create_datasets.py cifar10 and create_split.py, or
+create_datasets.py custom over a folder of images.
 
     python benchmarks/bench_datasets.py [--n=10000] [--split_copies=1,4,8] [--workdir=DIR]
+    python benchmarks/bench_datasets.py --folder=DIR [--rounds=1] [--workdir=DIR]
 
 1. Makes N training and N/5 test images of 32x32x3 smooth noise (bilinear up-sampling of random
    5x5 images plus mild pixel noise: they compress about like photos, unlike white noise) and
@@ -20,11 +22,23 @@
        RSS (ru_maxrss from os.wait4, taken by a small launcher process, see LAUNCHER), to show
        that memory does not grow with the input.
    and prints a table with the ratio of each throughput to the floor (goal: >= 0.5).
+
+With --folder=DIR (DIR/train and DIR/test hold one sub-folder of images per class, e.g. CIFAR-10
+unpacked to JPEG files), it measures instead, in one run, `scripts/create_datasets.py custom
+--traindir=DIR/train --testdir=DIR/test` beside the yardstick NAIVE: one process that opens and
+converts each image with Pillow, encodes it with tf.io.encode_png (the encoder whose bytes the
+records hold) and writes tf.train.Example records with TensorFlow's writer. Each is a whole
+process (Python and TensorFlow start-up included), run in turn: naive, custom, naive, ... for
+--rounds rounds, so the naive runs bracket the others as the load changes. Printed: wall and CPU
+seconds (children included), the peak RSS of the main process and of all its processes (summed,
+from /proc every 0.25 s: Linux only), the CPU model and the load average, and the ratio of the
+custom wall time to the mean naive one (goal: <= 0.65).
 """
 import io
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +50,7 @@ import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorF
 import numpy as np
 from absl import flags
 
-from libml import names, utils
+from libml import names, records, utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,9 +58,15 @@ flags.DEFINE_integer('n', 10000, 'Training images (the test set has n/5).', lowe
 flags.DEFINE_string('split_copies', '1,4,8', 'Input sizes of create_split, in copies of the '
                     'training file.')
 flags.DEFINE_string('workdir', None, 'Where to write (default: a temporary folder, removed).')
+flags.DEFINE_string('folder', None, 'Instead of the rows above: time create_datasets.py custom '
+                    'over this folder (train/ and test/, one sub-folder of images per class) '
+                    'beside a naive one-process loop over the same images.')
+flags.DEFINE_integer('rounds', 1, '--folder: runs of create_datasets.py custom, each after a '
+                     'naive run (one more naive run closes).', lower_bound=1)
 
 FLAGS = flags.FLAGS
 GOAL = 0.5
+FOLDER_GOAL = 0.65  # custom wall time / naive wall time, at most (issue 19)
 NAMES = [b'airplane', b'automobile', b'bird', b'cat', b'deer', b'dog', b'frog', b'horse',
          b'ship', b'truck']
 
@@ -82,6 +102,30 @@ with open(os.environ['BENCH_USAGE'], 'w') as f:
     json.dump({'wall': time.perf_counter() - start, 'maxrss_kb': usage.ru_maxrss,
                'cpu': usage.ru_utime + usage.ru_stime}, f)
 sys.exit(os.waitstatus_to_exitcode(status))
+'''
+
+
+# The yardstick of --folder: one process, one image at a time, as a first script would do it.
+NAIVE = r'''
+import os, sys
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+folder, out = sys.argv[1:]
+count = 0
+for part in ('train', 'test'):
+    classes = sorted(os.listdir(os.path.join(folder, part)))
+    with tf.io.TFRecordWriter(os.path.join(out, f'naive-{part}.tfrecord')) as writer:
+        for label, name in enumerate(classes):
+            for file in sorted(os.listdir(os.path.join(folder, part, name))):
+                with Image.open(os.path.join(folder, part, name, file)) as image:
+                    png = tf.io.encode_png(np.asarray(image.convert('RGB'))).numpy()
+                example = tf.train.Example(features=tf.train.Features(feature={
+                    'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+                    'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}))
+                writer.write(example.SerializeToString())
+                count += 1
+print(count)
 '''
 
 
@@ -146,8 +190,105 @@ def run_child(script, args, ml_data, workdir):
     return result
 
 
+def tree_rss(root):
+    """(RSS of process `root`, RSS of it and all its descendants), in bytes, from /proc."""
+    parents, rss = {}, {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                parents[int(entry)] = int(f.read().rsplit(')', 1)[1].split()[1])
+            with open(f'/proc/{entry}/statm') as f:
+                rss[int(entry)] = int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+    tree = {root}
+    for _ in range(8):  # descendants, a generation at a time
+        tree |= {pid for pid, parent in parents.items() if parent in tree}
+    return rss.get(root, 0), sum(rss.get(pid, 0) for pid in tree)
+
+
+def run_sampled(args, env, workdir):
+    """Runs `args` from the repository root: {'wall', 'cpu' (s, its reaped children included),
+    'rss', 'rss_all' (MB, peaks of tree_rss every 0.25 s), 'stdout'}."""
+    out, err = os.path.join(workdir, 'child.out'), os.path.join(workdir, 'child.err')
+    peak, peak_all = 0, 0
+    with open(out, 'w') as fo, open(err, 'w') as fe:
+        start = time.perf_counter()
+        child = subprocess.Popen(args, cwd=REPO, env=env, stdout=fo, stderr=fe)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # rusage: only wait4 has it
+            if pid:
+                break
+            main_rss, all_rss = tree_rss(child.pid)
+            peak, peak_all = max(peak, main_rss), max(peak_all, all_rss)
+            time.sleep(0.25)
+        wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise utils.UserError(f'{" ".join(map(str, args))} failed (exit {child.returncode}):\n'
+                              f'{open(err).read()[-2000:]}')
+    return {'wall': wall, 'cpu': usage.ru_utime + usage.ru_stime, 'rss': peak / 2**20,
+            'rss_all': peak_all / 2**20, 'stdout': open(out).read()}
+
+
+def cpu_model():
+    with open('/proc/cpuinfo') as f:
+        names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+    return names[0] if names else 'unknown CPU'
+
+
+def bench_folder(folder, rounds, workdir):
+    """The --folder comparison: naive loop and create_datasets.py custom, in turn."""
+    for part in ('train', 'test'):
+        if not os.path.isdir(os.path.join(folder, part)):
+            raise utils.UserError(f'--folder={folder} has no {part}/ folder (of class folders).')
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='')
+    naive = [sys.executable, '-c', NAIVE, folder]
+    custom = [sys.executable, 'scripts/create_datasets.py', 'custom', '--name=bench',
+              f'--traindir={os.path.join(folder, "train")}',
+              f'--testdir={os.path.join(folder, "test")}']
+    rows, load_before = [], os.getloadavg()
+    for i in range(2 * rounds + 1):
+        out = os.path.join(workdir, f'run{i}')
+        os.makedirs(out)
+        if i % 2 == 0:
+            r = run_sampled(naive + [out], env, workdir)
+            r['count'] = int(r['stdout'].split()[-1])
+            rows.append(('naive loop (Pillow, tf.io.encode_png, TFRecordWriter)', r))
+        else:
+            r = run_sampled(custom, dict(env, ML_DATA=out), workdir)
+            r['count'] = sum(int(n) for n in re.findall(r': (\d+) records', r['stdout']))
+            rows.append(('scripts/create_datasets.py custom', r))
+        shutil.rmtree(out)
+    load_after = os.getloadavg()
+    counts = {r['count'] for _, r in rows}
+    if len(counts) != 1:
+        raise utils.UserError(f'the runs wrote different numbers of records: {sorted(counts)}')
+    print(f'{folder}: {counts.pop()} images; {cpu_model()}, {os.cpu_count()} CPUs; load average '
+          f'(1 min) {load_before[0]:.2f} -> {load_after[0]:.2f}')
+    print(f'{"run":56s} {"wall s":>7s} {"CPU s":>7s} {"peak RSS main / all processes":>30s}')
+    for name, r in rows:
+        print(f'{name:56s} {r["wall"]:7.1f} {r["cpu"]:7.1f} '
+              f'{r["rss"]:14.0f} / {r["rss_all"]:6.0f} MB')
+    naive_wall = np.mean([r['wall'] for name, r in rows[::2]])
+    naive_cpu = np.mean([r['cpu'] for name, r in rows[::2]])
+    custom_wall = np.mean([r['wall'] for name, r in rows[1::2]])
+    custom_cpu = np.mean([r['cpu'] for name, r in rows[1::2]])
+    print(f'create_datasets.py custom / naive loop: wall {custom_wall / naive_wall:.2f} (goal: '
+          f'<= {FOLDER_GOAL}), CPU {custom_cpu / naive_cpu:.2f}; means over the runs above.')
+
+
 def main(argv):
     utils.no_extra_args(argv)
+    if FLAGS.folder:
+        workdir = tempfile.mkdtemp(prefix='bench_folder-', dir=FLAGS.workdir)
+        try:
+            bench_folder(FLAGS.folder, FLAGS.rounds, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     copies = [int(c) for c in FLAGS.split_copies.split(',')]
     n, n_test = FLAGS.n, FLAGS.n // 5
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix='bench_datasets-')
@@ -198,15 +339,15 @@ def main(argv):
                     shutil.copyfile(train, copy)
                     shutil.copyfile(names.meta_path(train), names.meta_path(copy))
                 inputs.append(copy)
-            records = n * k
+            count = n * k
             r = run_child('scripts/create_split.py',
                           ['--seed=1', '--label_split_size=250',
                            os.path.join(ml_data, 'SSL', f'bench{k}x'), *inputs], ml_data, workdir)
-            rows.append((f'(c) create_split.py, {records} records, in-process', records, r['run'],
+            rows.append((f'(c) create_split.py, {count} records, in-process', count, r['run'],
                          r['run_cpu'], r['rss']))
-            rows.append((f'(c) create_split.py, {records} records, wall', records, r['wall'],
+            rows.append((f'(c) create_split.py, {count} records, wall', count, r['wall'],
                          r['cpu'], None))
-            rss_by_size.append((records, r['rss']))
+            rss_by_size.append((count, r['rss']))
 
         # The floor is measured before and after the scripts and averaged: on a shared machine
         # the load changes during the run, and both ends bracket it.
@@ -228,8 +369,8 @@ def main(argv):
               f'{floor_cpu:.0f} rec/CPU-s); goal: >= {GOAL} for the in-process rows. On a busy '
               'machine trust the CPU columns: wall rates depend on what else runs.')
         base = rss_by_size[0]
-        for records, rss in rss_by_size[1:]:
-            print(f'create_split peak RSS: {records // base[0]}x the input ({records} records) '
+        for count, rss in rss_by_size[1:]:
+            print(f'create_split peak RSS: {count // base[0]}x the input ({count} records) '
                   f'-> {rss / base[1]:.2f}x the memory ({rss:.0f} vs {base[1]:.0f} MB)')
     finally:
         if not FLAGS.workdir:

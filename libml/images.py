@@ -47,6 +47,8 @@ Decoding, in two steps (an exported model reproduces both in graph ops: (a') and
          antialias=True) to [height, width] as a whole (aspect ratio not kept, no crop), then
          tf.round (halves to even), clipped to [0, 255]. An image of the model's size is used
          exactly as decoded.
+  (b') `to_model_channels(pixels, channels)` is steps 1 and 2 in numpy, the same integers, for
+      images of the model's size: create_datasets.py custom converts them without TensorFlow.
 
 Size limit
   An image above `max_pixels` (width x height, default MAX_IMAGE_PIXELS = 40 megapixels, raised
@@ -65,9 +67,8 @@ import stat
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-import tensorflow as tf
-
 from libml import folders
+from libml.records import tf  # TensorFlow, imported at first use: decode_file does not need it
 
 Image.MAX_IMAGE_PIXELS = None  # see "Size limit" above: this module's own limit replaces it
 
@@ -410,6 +411,24 @@ def to_model_pixels(pixels, height, width, channels):
     same = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
     v = tf.cond(same, lambda: v, resize)
     return tf.ensure_shape(tf.cast(v, tf.uint8), [height, width, channels])
+
+
+def to_model_channels(pixels, channels):
+    """Steps 1 and 2 of to_model_pixels in numpy: uint8 [h, w, n] (n = 1..4, as decode_file
+    returns) -> uint8 numpy [h, w, channels], channels 1 or 3; `pixels` itself if n == channels."""
+    if channels not in MODEL_CHANNELS:
+        raise ValueError(f'models take 1 or 3 channels, not {channels}')
+    if pixels.shape[2] == channels:
+        return pixels
+    v = pixels.astype(np.int32)
+    if v.shape[2] % 2 == 0:  # alpha composited on white
+        colour, alpha = v[:, :, :-1], v[:, :, -1:]
+        v = (colour * alpha + 255 * (255 - alpha) + 127) // 255
+    if channels == 1 and v.shape[2] == 3:
+        v = (299 * v[:, :, :1] + 587 * v[:, :, 1:2] + 114 * v[:, :, 2:3] + 500) // 1000
+    elif channels == 3 and v.shape[2] == 1:
+        v = np.repeat(v, 3, axis=2)
+    return v.astype(np.uint8)
 
 
 _NO_PIXELS = np.zeros([1, 1, 1], np.uint8)

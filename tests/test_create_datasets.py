@@ -581,3 +581,223 @@ def test_command_class_mismatch_is_one_line(ml_data, tmp_path):
                                           f'--testdir={tmp_path / "test"}'), 'fox', '--traindir')
     assert result.returncode == 2
     assert os.listdir(ml_data) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# custom at scale (issue 19): each file decoded once, in worker processes, with the same bytes.
+
+def pattern(h, w, c, seed):
+    """Deterministic uint8 pixels [h, w, c] (integer arithmetic, no random generator)."""
+    y, x, k = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing='ij')
+    return ((x * (7 + seed) + y * (13 + 2 * seed) + k * 101 + (x * y * (seed + 3)) % 17
+             + seed * 29) % 256).astype(np.uint8)
+
+
+def pinned_folder(root, sizes=((8, 8),)):
+    """train/test/unlabeled of JPEGs and PNGs of every kind the decoder converts: RGB, RGBA, grey,
+    grey + alpha, palette with a transparent entry, 16-bit grey, a JPEG turned by its EXIF
+    orientation. Image i is sizes[i % len(sizes)] (height, width)."""
+    files = [('train/cat/a.jpg', 'RGB'), ('train/cat/b.png', 'RGBA'), ('train/cat/c.png', 'L'),
+             ('train/dog/d.png', 'RGB'), ('train/dog/e.jpg', 'L'), ('train/dog/f.png', 'P'),
+             ('train/emu/g.png', 'LA'), ('train/emu/h.png', 'I;16'), ('train/emu/i.jpg', 'EXIF'),
+             ('test/cat/j.png', 'RGB'), ('test/dog/k.jpg', 'RGB'), ('test/emu/l.png', 'RGBA'),
+             ('unlabeled/m.png', 'RGB'), ('unlabeled/n.jpg', 'L')]
+    for i, (rel, mode) in enumerate(files):
+        h, w = sizes[i % len(sizes)]
+        kw = {}
+        if mode == 'RGBA':
+            px = pattern(h, w, 4, i)
+            px[0, :, 3] = 0
+            im = Image.fromarray(px)
+        elif mode == 'L':
+            im = Image.fromarray(pattern(h, w, 1, i)[..., 0])
+        elif mode == 'LA':
+            im = Image.fromarray(pattern(h, w, 2, i), 'LA')
+        elif mode == 'I;16':
+            im = Image.fromarray(pattern(h, w, 1, i)[..., 0].astype(np.uint16) * 251 + 7)
+        elif mode == 'P':
+            im = Image.fromarray(pattern(h, w, 1, i)[..., 0] % 4, 'P')
+            im.putpalette([250, 10, 10, 10, 250, 10, 10, 10, 250, 200, 200, 0])
+            kw['transparency'] = 2
+        elif mode == 'EXIF':  # stored sideways, shown upright (orientation 6)
+            im = Image.fromarray(pattern(w, h, 3, i))
+            kw['exif'] = Image.Exif()
+            kw['exif'][0x0112] = 6
+        else:
+            im = Image.fromarray(pattern(h, w, 3, i))
+        save(root / rel, im, **kw)
+
+
+def grey_folder(root):
+    """Only grey images (1 channel): L, LA, 16-bit, a grey JPEG."""
+    for i, (rel, kind) in enumerate([('train/a/1.png', 'L'), ('train/a/2.jpg', 'L'),
+                                     ('train/b/3.png', 'LA'), ('train/b/4.png', 'I;16'),
+                                     ('test/a/5.png', 'L'), ('test/b/6.png', 'LA')]):
+        px = pattern(6, 7, 2, i)
+        save(root / rel, {'L': Image.fromarray(px[..., 0]), 'LA': Image.fromarray(px, 'LA'),
+                          'I;16': Image.fromarray(px[..., 0].astype(np.uint16) * 257)}[kind])
+
+
+def digest(folder):
+    """SHA-256 of every file in `folder` (names and bytes, in name order)."""
+    h = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        h.update(path.name.encode() + b'\0' + path.read_bytes())
+    return h.hexdigest()
+
+
+# These digests pin the byte format of create_datasets.py custom: the records (their order,
+# labels and PNG bytes), the .json metadata files and the class mapping. They were computed with
+# the code before issue 19 (probe every header, then decode in a tf.data pipeline and encode with
+# tf.io.encode_png); the rewrite must give the same bytes. JPEGs are written and read by Pillow's
+# libjpeg-turbo: a libjpeg with another DCT would change them.
+PINNED = {
+    'mixed': (pinned_folder, {},
+              'e2c01a77f930ae872d6746b2b830d3bc1a3e0cb049f324c410f63caa84c1e486'),
+    'resized': (lambda root: pinned_folder(root, ((8, 8), (6, 10), (12, 9), (8, 8))),
+                {'img_size': 8},
+                '6e50dfce14af853e3c8cc6146755ba49581fea2d2312be7223b47e85229e3b11'),
+    'grey': (grey_folder, {},
+             '9ab24311210e1a3b35f150d4190e36b96ee8b215e111e450aa8e98184889fdfd'),
+}
+
+
+def create_pinned(kind, src, ml_data):
+    make, kwargs, expected = PINNED[kind]
+    make(src)
+    unlabeled = src / 'unlabeled'
+    custom.create_custom(str(ml_data), 'pinned', str(src / 'train'), str(src / 'test'),
+                         str(unlabeled) if unlabeled.exists() else None, **kwargs)
+    return expected
+
+
+@pytest.mark.parametrize('kind', sorted(PINNED))
+def test_custom_records_are_byte_for_byte_pinned(ml_data, tmp_path, kind):
+    expected = create_pinned(kind, tmp_path / 'src', ml_data)
+    assert digest(ml_data) == expected
+
+
+@pytest.fixture
+def workers(monkeypatch):
+    """Worker processes even for a handful of images, 2 per task."""
+    monkeypatch.setattr(custom, 'PARALLEL_FROM', 0)
+    monkeypatch.setattr(custom, 'CHUNK', 2)
+
+
+def test_custom_workers_give_the_pinned_bytes_and_errors(ml_data, tmp_path, workers, caplog,
+                                                         monkeypatch):
+    src = tmp_path / 'src'
+    expected = create_pinned('mixed', src, ml_data)
+    assert digest(ml_data) == expected
+    # Unusable images are reported from the workers as from this process: listed, or skipped.
+    (src / 'train' / 'dog' / 'empty.png').write_bytes(b'')
+    whole = (src / 'train' / 'dog' / 'd.png').read_bytes()
+    (src / 'train' / 'emu' / 'cut.png').write_bytes(whole[:len(whole) // 2])
+    args = str(ml_data), 'pinned', str(src / 'train'), str(src / 'test'), str(src / 'unlabeled')
+    with pytest.raises(UserError, match=r'^2 image\(s\) cannot be decoded: .*empty\.png.*cut\.png'):
+        custom.create_custom(*args)
+    assert digest(ml_data) == expected  # the files of the run before, untouched
+    custom.create_custom(*args, skip_bad_images=True)
+    assert digest(ml_data) == expected and 'skipped 2 image(s)' in caplog.text
+    # A colour image after grey ones: read again with 3 channels, the same bytes as one pass.
+    grey_first = tmp_path / 'grey first'
+    for i, rel in enumerate(['train/a/0.png', 'train/a/1.png', 'train/a/2.png', 'train/b/3.png',
+                             'test/a/4.png', 'test/b/5.png']):
+        save(grey_first / rel, pattern(5, 6, 1, i)[..., 0] if i < 2 else pattern(5, 6, 3, i))
+    once, twice = tmp_path / 'once', tmp_path / 'twice'
+    for out, guess in ((once, 64), (twice, 1)):  # the guess reads up to a/2.png, or a/0.png
+        out.mkdir()
+        monkeypatch.setattr(custom, 'GUESS_GREY', guess)
+        custom.create_custom(str(out), 'g', str(grey_first / 'train'), str(grey_first / 'test'))
+    assert digest(once) == digest(twice)
+    assert 'is in colour, the images before it grey: reading every image again' in caplog.text
+    assert records.read_meta(str(once / 'g-train.tfrecord'))['channels'] == 3
+
+
+def test_custom_workers_resize_like_this_process(ml_data, tmp_path, workers):
+    """Resizing loads TensorFlow in the workers: the same pixels, the same bytes."""
+    expected = create_pinned('resized', tmp_path / 'src', ml_data)
+    assert digest(ml_data) == expected
+
+
+def test_custom_workers_do_not_load_tensorflow(tmp_path):
+    """A spawned worker runs the main script again (as __mp_main__), then its tasks: neither may
+    import TensorFlow (seconds and ~600 MB per worker) unless images need resizing."""
+    for i in range(3):
+        save(tmp_path / f'{i}.png', pattern(4, 5, 3 if i else 4, i))
+    code = ('import runpy, sys;'
+            'runpy.run_path("scripts/create_datasets.py", run_name="__mp_main__");'
+            'from libml.sources import custom; items = [(p, 0) for p in sys.argv[1:]];'
+            'out = custom._process(items, (5, 4), False, 3, 10**6);'
+            'assert all(record for _, _, record in out), out;'
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")))')
+    result = assert_ok(run_script('-c', code, *sorted(tmp_path.glob('*.png'))))
+    assert result.stdout.strip() == '[]'
+
+
+def test_encode_pngs_writes_the_bytes_of_tf_encode_png():
+    rng = np.random.default_rng(19)
+    shapes = [(1, 1), (1, 9), (9, 1), (2, 2), (32, 32), (33, 17), (96, 96), (300, 200), (5, 4000)]
+    for (h, w), c in zip(shapes * 4, [1, 2, 3, 4] * 9):
+        ramp = np.add.outer(np.arange(h), np.arange(w))[..., None] * 3
+        smooth = ramp + rng.normal(0, 3, (h, w, c))
+        batch = np.stack([rng.integers(0, 256, (h, w, c), dtype=np.uint8),  # deflates badly
+                          np.full((h, w, c), 7, np.uint8),  # all filters tie
+                          np.clip(smooth, 0, 255).astype(np.uint8),
+                          (rng.integers(0, 4, (h, w, c)) * 85).astype(np.uint8)])
+        for image, png in zip(batch, records.encode_pngs(batch)):
+            assert png == tf.io.encode_png(image).numpy(), (h, w, c)
+
+
+def test_make_example_writes_the_bytes_of_tf_train_example():
+    def reference(png, label, source=None):
+        feature = {'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+                   'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))}
+        if source is not None:
+            feature['source'] = tf.train.Feature(
+                int64_list=tf.train.Int64List(value=[int(source)]))
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+            deterministic=True)
+
+    for size in (0, 1, 127, 128, 16383, 16384, 2**21 + 5):  # varint lengths of 1 to 4 bytes
+        png = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        for label in (-1, 0, 9, 127, 128, 2**31, -2**63, 2**63 - 1, np.int64(7)):
+            for source in (None, 0, 300, 2**40):
+                assert records.make_example(png, label, source) == reference(png, label, source)
+
+
+def test_model_channels_in_numpy_are_to_model_pixels():
+    """to_model_channels (numpy, create_datasets' workers) against to_model_pixels (TensorFlow,
+    inference and export) on every grey/alpha pair and a spread of colours."""
+    from libml import images
+    value, alpha = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8))
+    la = np.stack([value, alpha], axis=2)
+    rgba = np.stack([value, 255 - value, value // 3 + 80, alpha], axis=2)
+    rgb = np.random.default_rng(3).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    for pixels in (la, rgba, rgb, la[..., :1]):
+        for channels in (1, 3):
+            want = images.to_model_pixels(pixels, *pixels.shape[:2], channels).numpy()
+            np.testing.assert_array_equal(images.to_model_channels(pixels, channels), want)
+
+
+def test_command_custom_folder_without_classes_or_with_two_sizes(ml_data, tmp_path):
+    """One line on stderr, exit 2, nothing written."""
+    rng = np.random.default_rng(14)
+    flat = tmp_path / 'flat'
+    for part in ('train', 'test'):
+        for i in range(3):
+            save(flat / part / f'img{i}.jpg', rgb(rng))
+    sizes = tmp_path / 'sizes'
+    for part in ('train', 'test'):
+        for c in ('a', 'b'):
+            save(sizes / part / c / '1.png', rgb(rng, 5, 6))
+    save(sizes / 'train' / 'b' / '2.png', rgb(rng, 7, 6))
+    for folder, words in ((flat, ['cannot tell the class of img0.jpg', 'one sub-folder per class']),
+                          (sizes, ['different sizes', '6x5', '6x7', '--img_size'])):
+        result = assert_user_error(run_script(SCRIPT, 'custom', '--name=x',
+                                              f'--traindir={folder / "train"}',
+                                              f'--testdir={folder / "test"}'), *words)
+        assert result.returncode == 2
+        lines = [line for line in result.stderr.splitlines() if 'error' in line.lower()]
+        assert len(lines) == 1 and lines[0].startswith('create_datasets.py: error: '), result.stderr
+        assert os.listdir(ml_data) == []
