@@ -68,6 +68,7 @@ are in each run folder's compare.log.
 """
 import argparse
 import csv
+import functools
 import glob
 import json
 import math
@@ -278,9 +279,8 @@ def check_budget(p, args):
     kimg = args.train_kimg
     for key in [k for k, *_ in TRAINED if k in args.methods]:
         values = flag_values(command(key, args, 1, '.'))
-        origin = lambda flag: flag_origin(args, key, flag)
-        # Where to change a flag: where it was given, or --shared_args for the preset's.
-        fix = lambda flag: '--shared_args' if 'preset' in origin(flag) else origin(flag)
+        origin = functools.partial(flag_origin, args, key)
+        fix = functools.partial(where_to_change, args, key)
         try:  # without --batch, the trainer's batch (64) is below 1 kimg
             report, batch = int(values['report_kimg']), int(values.get('batch', 1))
             epochs = int(values.get('epochs', TRAINER_EPOCHS))
@@ -300,6 +300,12 @@ def check_budget(p, args):
             p.error(f'--epochs={epochs} ({where}) stops each run at {epochs} x --report_kimg='
                     f'{report} = {epochs * report} kimg, before --train_kimg={kimg}; give '
                     f'--epochs={math.ceil(kimg / report)} or more in {fix("epochs")}.')
+
+
+def where_to_change(args, key, flag):
+    """Where to change a trainer flag: where it was given, or --shared_args for the preset's."""
+    origin = flag_origin(args, key, flag)
+    return '--shared_args' if 'preset' in origin else origin
 
 
 def flag_origin(args, key, flag):
