@@ -18,13 +18,10 @@ import dataclasses
 import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorFlow is imported)
 
 import tensorflow as tf
-from absl import flags
 
-from libml import train
-from libml.options import define_flags, from_flags, option
+from libml import optimizers, train
+from libml.options import option
 from libml.utils import UserError
-
-FLAGS = flags.FLAGS
 
 
 @dataclasses.dataclass
@@ -36,10 +33,9 @@ class Hyper:
     uratio: int = option(7, 'Unlabeled images per labeled image in a batch.')
 
 
-define_flags(Hyper)
 # The paper's optimizer: the trainer's flags, with these defaults when this script runs (set in
-# __main__, so importing this module leaves the trainer's defaults alone).
-TRAINER_DEFAULTS = dict(optimizer='sgd', momentum=0.9, lr=0.03, lr_schedule='cosine', wd=5e-4)
+# train.main, so importing this module leaves the trainer's defaults alone).
+TRAINER_DEFAULTS = optimizers.SGD_COSINE
 
 
 class FixMatch:
@@ -59,12 +55,13 @@ class FixMatch:
         self.nclass, self.confidence, self.wu, self.uratio = nclass, h.confidence, h.wu, h.uratio
         self.args = dict(confidence=h.confidence, wu=h.wu, uratio=h.uratio)
 
-    def loss(self, model, batch, nimg):
+    def loss(self, batch, step):
         """batch: x uint8 [B,H,W,C], label [B], u uint8 [2,U,H,W,C] (weak, strong views of U =
         uratio*B images), u_label [U] (optional, monitoring only). -> loss, summaries."""
         x = tf.cast(batch['x'], tf.float32)
         u = tf.cast(batch['u'], tf.float32)
         b, n = x.shape[0], u.shape[1]
+        model = step.model
         # One forward over everything: batch norm normalises with, and learns, the statistics
         # of the whole batch (labeled, weak and strong), as the paper does.
         logits = model(tf.concat([x, u[0], u[1]], 0), training=True, update_stats=True)
@@ -89,6 +86,4 @@ class FixMatch:
 
 
 if __name__ == '__main__':
-    for name, value in TRAINER_DEFAULTS.items():
-        FLAGS.set_default(name, value)
-    train.main(lambda nclass: FixMatch(nclass, from_flags(Hyper)))
+    train.main(FixMatch, Hyper, trainer_defaults=TRAINER_DEFAULTS)

@@ -18,7 +18,7 @@ import tensorflow as tf
 from absl import flags
 
 from libml import layers, train
-from libml.options import changed, define_flags, from_flags, option
+from libml.options import changed, option
 from libml.utils import UserError
 
 FLAGS = flags.FLAGS
@@ -39,7 +39,6 @@ class Hyper:
                                  'unlabeled examples from the unlabeled loss; -1 = off.')
 
 
-define_flags(Hyper)
 # The original hard-coded these: they name the run only when changed, so its run folders stay.
 NAMED_WHEN_CHANGED = ('T', 'warmup_kimg', 'mixmode')
 
@@ -73,8 +72,9 @@ class RealMix:
         """MixUp draws of one step (made in the input pipeline, outside compiled code)."""
         return self.mixmode.draw(seed, batch, self.nu, self.beta)
 
-    def loss(self, model, batch, nimg):
+    def loss(self, batch, step):
         """batch: x uint8 [B,H,W,C], label [B], u uint8 [nu,B,H,W,C], draws. -> loss, summaries."""
+        model, nimg = step.model, step.nimg
         x = tf.cast(batch['x'], tf.float32)
         u = tf.cast(batch['u'], tf.float32)
         b = x.shape[0]
@@ -123,4 +123,4 @@ class RealMix:
 
 
 if __name__ == '__main__':
-    train.main(lambda nclass: RealMix(nclass, FLAGS.train_kimg, from_flags(Hyper)))
+    train.main(lambda nclass, hyper: RealMix(nclass, FLAGS.train_kimg, hyper), Hyper)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Did semi-supervised learning help on my data, and which method? RealMix, MixMatch and FixMatch
-against baselines, on the same splits.
+"""Did semi-supervised learning help on my data, and which method? RealMix, MixMatch, FixMatch and
+the classic methods against baselines, on the same splits.
 
     python benchmarks/compare.py --dataset=digits --labels=50 --seeds=1,2,3
     python benchmarks/compare.py --quick          # the first seed only (the demo's last step)
@@ -18,6 +18,10 @@ same shared flags and the training seed S:
   Supervised  fully_supervised/fs_baseline.py --dataset={name}-0
               --train_record=SSL/{name}.S@{labels}-label.tfrecord   (exactly the same labeled images)
   MixUp       fully_supervised/fs_mixup.py, likewise
+  Pi-Model, Pseudo-Label, Mean Teacher, VAT, UDA
+              algorithms/*.py, the same dataset as RealMix; only when named in --methods
+              (pi_model, pseudo_label, mean_teacher, vat, uda); on digits with the default
+              shared flags also DIGITS_CLASSIC_FLAGS
 and fits scikit-learn references on the same images, in this process:
   LabelSpreading (knn and rbf kernels) on the labeled + the same unlabeled images (pixels / 255),
   SVC on the labeled images only.
@@ -98,7 +102,20 @@ DIGITS_FIXMATCH_FLAGS = ['--scales=3']
 # thing there): given to RealMix only. Every other shared flag is the trainer's, given to all.
 REALMIX_ONLY = {'w_match', 'beta', 'nu', 'T', 'warmup_kimg', 'mixmode', 'tsa', 'percent_mask'}
 FIXMATCH_ONLY = {'confidence', 'wu', 'uratio'}
-ALGORITHM_ONLY = {'realmix': REALMIX_ONLY, 'fixmatch': FIXMATCH_ONLY}
+# The classic methods of algorithms/ (--methods=pi_model,...; not in the default set): their own
+# flags, like FixMatch's, go to them only.
+CLASSIC_ONLY = {
+    'pi_model': {'wu', 'warmup_pos'},
+    'pseudo_label': {'wu', 'threshold', 'warmup_pos'},
+    'mean_teacher': {'wu', 'warmup_pos'},
+    'vat': {'wu', 'vat_eps', 'vat_xi', 'entmin', 'warmup_pos'},
+    'uda': {'wu', 'T', 'confidence', 'we', 'tsa', 'uratio'},
+}
+ALGORITHM_ONLY = {'realmix': REALMIX_ONLY, 'fixmatch': FIXMATCH_ONLY, **CLASSIC_ONLY}
+# Their flags on digits with the default --shared_args. VAT: its perturbation norm (6 for 32x32x3)
+# kept at the same size per pixel value on 8x8x1 images, 6 * sqrt(64 / 3072) (docs/algorithm.md,
+# "Classic methods"); UDA: FixMatch's three stages (its batch and optimizer are FixMatch's).
+DIGITS_CLASSIC_FLAGS = {'vat': ['--vat_eps=0.87'], 'uda': DIGITS_FIXMATCH_FLAGS}
 # MixMatch is realmix.py without RealMix's additions (its defaults).
 MIXMATCH_FLAGS = ['--tsa=none', '--percent_mask=-1']
 KIMG = 128
@@ -115,7 +132,8 @@ FIT_DROP = 10.0        # accuracy on its own labeled images
 COLLAPSE_DROP = 10.0   # test accuracy
 # The marks of flagged cells (explained below the table).
 BELOW, UNFIT, LATE = '†', '‡', '§'
-SEMI_SUPERVISED = ('RealMix', 'MixMatch', 'FixMatch')
+SEMI_SUPERVISED = ('RealMix', 'MixMatch', 'FixMatch', 'Pi-Model', 'Pseudo-Label', 'Mean Teacher',
+                   'VAT', 'UDA')
 
 # Papers' settings for any dataset shaped like theirs (--preset=NAME --dataset=...): values of
 # compare.py's flags. Flags given on the command line win (see apply_preset).
@@ -147,8 +165,15 @@ TRAINED = [  # key, label, entry point, run folder prefix
     ('fixmatch', 'FixMatch', 'fixmatch.py', 'FixMatch'),
     ('supervised', 'Supervised', 'fully_supervised/fs_baseline.py', 'FSBaseline'),
     ('mixup', 'MixUp', 'fully_supervised/fs_mixup.py', 'FSMixup'),
+    ('pi_model', 'Pi-Model', 'algorithms/pi_model.py', 'PiModel'),
+    ('pseudo_label', 'Pseudo-Label', 'algorithms/pseudo_label.py', 'PseudoLabel'),
+    ('mean_teacher', 'Mean Teacher', 'algorithms/mean_teacher.py', 'MeanTeacher'),
+    ('vat', 'VAT', 'algorithms/vat.py', 'VAT'),
+    ('uda', 'UDA', 'algorithms/uda.py', 'UDA'),
 ]
 METHODS = [key for key, *_ in TRAINED] + ['sklearn']
+# What runs without --methods (the classic methods are asked for by name).
+DEFAULT_METHODS = [m for m in METHODS if m not in CLASSIC_ONLY]
 NOISE = re.compile(r'^(WARNING: All log messages|[IWE]\d{4} |.*oneDNN custom operations)')
 SHOWN = re.compile(r'^(kimg \d+ +accuracy|Training |Resuming |.*already trained)')
 
@@ -208,8 +233,9 @@ def parse_args(argv=None):
     p.add_argument('--fixmatch_args', default=None, help='extra flags for fixmatch.py only; '
                    'default ' + ' '.join(DIGITS_FIXMATCH_FLAGS) + ' for digits with the default '
                    '--shared_args, none otherwise')
-    p.add_argument('--methods', default=','.join(METHODS),
-                   help=f'subset of {",".join(METHODS)} (RealMix is required)')
+    p.add_argument('--methods', default=','.join(DEFAULT_METHODS),
+                   help=f'subset of {",".join(METHODS)} (RealMix is required; default '
+                   f'{",".join(DEFAULT_METHODS)})')
     p.add_argument('--ls_knn', type=int, default=7, help='LabelSpreading knn: n_neighbors')
     p.add_argument('--ls_gamma', type=float, default=12.0, help='LabelSpreading rbf: gamma '
                    '(pixels scaled to [0, 1]; 12 was the best of 0.5..16 on digits@50 seeds 1-3, '
@@ -217,6 +243,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     parse_seeds(p, args)
     digits_defaults = args.dataset == 'digits' and args.shared_args is None and not args.preset
+    args.digits_defaults = digits_defaults
     apply_preset(args)
     if args.quick:
         args.seed_list = args.seed_list[:1]
@@ -398,7 +425,7 @@ def common_flags(train_dir, kimg, seed, shared):
 
 def command(key, args, seed, train_dir):
     name, labels, kimg = args.dataset, args.labels, args.train_kimg
-    algorithm = 'fixmatch' if key == 'fixmatch' else 'realmix'
+    algorithm = key if key in ALGORITHM_ONLY else 'realmix'   # whose own flags it takes
     shared, own = split_flags(args.shared_args, algorithm)
     common = common_flags(train_dir, kimg, seed, shared)
     ssl = f'--dataset={name}.{seed}@{labels}-{args.valid}'
@@ -411,6 +438,10 @@ def command(key, args, seed, train_dir):
     if key == 'fixmatch':
         return ['fixmatch.py', ssl, *common, *own, *args.fixmatch_args.split()]
     script = dict((k, s) for k, _, s, _ in TRAINED)[key]
+    if key in CLASSIC_ONLY:  # with compare's digits defaults, also its digits flags (they win)
+        digits = DIGITS_CLASSIC_FLAGS.get(key, [])
+        digits = digits if getattr(args, 'digits_defaults', False) else []
+        return [script, ssl, *merge_flags(' '.join([*common, *own]), ' '.join(digits)).split()]
     return [script, f'--dataset={name}-0', f'--train_record=SSL/{name}.{seed}@{labels}-label.tfrecord',
             f'--test_record={name}-test.tfrecord', *common]
 
@@ -769,7 +800,8 @@ def print_goals(args, results, underfit):
     """The goals of the digits benchmark, judged only on a full run (>= 3 seeds, not --quick)."""
     stated = (f'RealMix median >= {GOAL_REALMIX:g}% and above every reference on every seed; '
               f'supervised median >= {GOAL_SUPERVISED:g}%; MixUp >= supervised; FixMatch median '
-              f'>= {GOAL_FIXMATCH:g}% and above RealMix on every seed')
+              f'>= {GOAL_FIXMATCH:g}% and above RealMix on every seed; each classic method\'s '
+              'median above supervised')
     if args.quick or len(args.seed_list) < GOAL_SEEDS:
         why = '--quick runs one seed' if args.quick else f'{len(args.seed_list)} seed(s) ran'
         print(f'Goals ({stated}): not judged ({why}; they need {GOAL_SEEDS} seeds: '
@@ -778,7 +810,7 @@ def print_goals(args, results, underfit):
     realmix = results['RealMix']
     median = statistics.median(realmix)
     # The references are the baselines: the other semi-supervised methods have goals of their own.
-    not_above = [m for m, v in results.items() if m not in ('RealMix', 'MixMatch', 'FixMatch')
+    not_above = [m for m, v in results.items() if m not in SEMI_SUPERVISED
                  and any(r <= a for r, a in zip(realmix, v))]
     checks = [(f'RealMix median >= {GOAL_REALMIX:g}%', median >= GOAL_REALMIX, f'{median:.2f}%'),
               ('RealMix above every reference on every seed', not not_above,
@@ -790,6 +822,12 @@ def print_goals(args, results, underfit):
         if 'MixUp' in results:
             mix = statistics.median(results['MixUp'])
             checks.append(('MixUp >= supervised (medians)', mix >= sup, f'{mix:.2f}% vs {sup:.2f}%'))
+    classic = [label for key, label, *_ in TRAINED if key in CLASSIC_ONLY and label in results]
+    if classic and 'Supervised' in results:
+        medians = ', '.join(f'{m} {statistics.median(results[m]):.2f}%' for m in classic)
+        below = [m for m in classic if statistics.median(results[m]) <= sup]
+        checks.append((f'each classic method\'s median above supervised ({sup:.2f}%)', not below,
+                       medians))
     if 'FixMatch' in results:
         fix = results['FixMatch']
         below = [f'seed {s}: {f:.2f} vs {r:.2f}' for s, f, r in zip(args.seed_list, fix, realmix)

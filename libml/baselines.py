@@ -23,9 +23,9 @@ class Supervised:
     def targets(self, labels):
         return tf.one_hot(labels, self.nclass) * (1 - self.smoothing) + self.smoothing / self.nclass
 
-    def loss(self, model, batch, nimg):
+    def loss(self, batch, step):
         """batch: x uint8 [B, H, W, C], label int64 [B] -> loss, summaries."""
-        logits = model(tf.cast(batch['x'], tf.float32), training=True)
+        logits = step.model(tf.cast(batch['x'], tf.float32), training=True)
         xe = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(
             labels=self.targets(batch['label']), logits=logits))
         return xe, {'losses/xe': xe}
@@ -46,10 +46,10 @@ class SupervisedMixup:
     def draw(self, seed, batch):
         return self.mixmode.draw(seed, batch, 0, self.beta)
 
-    def loss(self, model, batch, nimg):
+    def loss(self, batch, step):
         """batch: x uint8 [B, H, W, C], label int64 [B], draws -> loss, summaries."""
         x, p = layers.mixup(tf.cast(batch['x'], tf.float32), tf.one_hot(batch['label'], self.nclass),
                             batch['draws']['lam'], batch['draws']['perm_x'])
-        logits = model(x, training=True)
+        logits = step.model(x, training=True)
         xe = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=p, logits=logits))
         return xe, {'losses/xe': xe}

@@ -273,3 +273,41 @@ def masked_mean(values, mask):
     values = tf.convert_to_tensor(values, tf.float32)
     mask = tf.cast(mask, tf.float32)
     return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask * tf.ones_like(values)), 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Consistency losses of the classic methods (algorithms/: Pi-Model, Pseudo-Label, Mean Teacher,
+# VAT, UDA). Per-example values [N]; the algorithm takes the mean.
+# ---------------------------------------------------------------------------------------------
+
+def ramp_up(progress, end):
+    """The linear ramp of an unlabeled-loss weight: min(progress / end, 1) (1 when end <= 0).
+
+    progress: the run's fraction done (Step.progress); end: where the ramp reaches 1, as a
+    fraction of the run (MixMatch's comparison: 0.4, its --warmup_pos)."""
+    if end <= 0:
+        return tf.constant(1.0, tf.float32)
+    return tf.clip_by_value(tf.cast(progress, tf.float32) / end, 0.0, 1.0)
+
+
+def cross_entropy(labels, logits):
+    """Mean cross-entropy of integer `labels` [N] under `logits` [N, K] (a float32 scalar)."""
+    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels,
+                                                                         logits=logits))
+
+
+def softmax_squared_error(logits_a, logits_b):
+    """mean_K (softmax(a) - softmax(b))^2 per example: the Pi-Model's and Mean Teacher's loss."""
+    return tf.reduce_mean(tf.square(tf.nn.softmax(logits_a) - tf.nn.softmax(logits_b)), axis=-1)
+
+
+def kl_divergence(p_logits, q_logits):
+    """KL(softmax(p) || softmax(q)) per example: sum_K p (log p - log q)."""
+    log_p, log_q = tf.nn.log_softmax(p_logits), tf.nn.log_softmax(q_logits)
+    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def entropy(logits):
+    """The entropy -sum_K p log p of softmax(logits), per example."""
+    log_p = tf.nn.log_softmax(logits)
+    return -tf.reduce_sum(tf.exp(log_p) * log_p, axis=-1)

@@ -91,3 +91,8 @@ class LossScale(tf.Module):
         grow = good >= self.growth_steps
         self.scale.assign(self.scale * tf.where(grow, 2.0, tf.where(finite, 1.0, 0.5)))
         self.good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), good))
+
+
+# FixMatch's paper's optimizer (Sohn et al. 2020), also UDA's (Xie et al. 2019): the values of
+# the trainer's flags that fixmatch.py and algorithms/uda.py use as their defaults.
+SGD_COSINE = dict(optimizer='sgd', momentum=0.9, lr=0.03, lr_schedule='cosine', wd=5e-4)

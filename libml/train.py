@@ -1,21 +1,16 @@
 """The one trainer every algorithm uses.
 
-An algorithm (realmix.py, the baselines) gives:
-  name            run folder prefix, e.g. 'RealMix'
-  nu              unlabeled views per example in a batch (0: supervised)
-  args            dict of its hyper-parameters (they name the run folder)
-  draw(seed, b)   optional: the random draws of one step for a batch of b (made in the input
-                  pipeline, outside compiled code)
-  uratio, views   optional: unlabeled images per labeled one (default 1) and how each of the nu
-                  views is augmented, 'weak' or 'strong' (default all weak; libml/pipeline.py)
-  loss(model, batch, nimg) -> (loss, {summary tag: scalar})   one replica's batch; nimg = images
-                  seen so far (a float32 scalar tensor)
-The trainer owns everything else: the distribution strategy, the model and its EMA copy, Adam,
-weight decay, the image clock, checkpoints, TensorBoard, evaluation, and the console.
+An algorithm (realmix.py, fixmatch.py, algorithms/*.py, the supervised baselines) keeps the
+contract of libml/algorithm.py: a name, its unlabeled views per step `nu`, its hyper-parameters
+`args`, and `loss(batch, step)`, with optional `uratio`, `views` and `draw`; the trainer checks it
+at construction. The trainer owns everything else: the distribution strategy, the model and its
+EMA copy, the optimizer (--optimizer), weight decay, the image clock, checkpoints, TensorBoard,
+evaluation, and the console.
 
-Order of one update (docs/algorithm.md, "The update"): Adam; decoupled decay of conv/dense kernels,
-w <- w * (1 - wd*lr); EMA of the trainable weights with decay min(ema, (1+t)/(10+t)) after t
-updates (--ema_warmup, as tf.train.ExponentialMovingAverage(num_updates=t)).
+Order of one update (docs/algorithm.md, "The update"): the optimizer; with Adam, decoupled decay
+of conv/dense kernels, w <- w * (1 - wd*lr); EMA of the trainable weights with decay
+min(ema, (1+t)/(10+t)) after t updates (--ema_warmup, as
+tf.train.ExponentialMovingAverage(num_updates=t)).
 
 The evaluated model is the EMA model. Its batch-norm statistics are set before every evaluation
 and every checkpoint (--bn_stats): by default recomputed from a fixed set of training images
@@ -23,6 +18,7 @@ with the EMA weights themselves, so evaluation, checkpoints, inference and expor
 model whose statistics match its weights, at any run length. `--noema_warmup --bn_stats=moving`
 is the original's behaviour (plain EMA, the trained model's moving statistics copied).
 """
+import functools
 import math
 import os
 import shutil
@@ -32,9 +28,10 @@ import tensorflow as tf
 from absl import flags
 from tqdm import tqdm
 
+from libml import algorithm as contract
 from libml import datasets, distribute, metrics, models, optimizers, pipeline, predict, runs
 from libml.config import Config
-from libml.options import from_flags
+from libml.options import define_flags, from_flags
 from libml.utils import UserError, check_interrupted, no_extra_args, run
 
 
@@ -47,6 +44,7 @@ class Trainer:
 
     def __init__(self, algorithm, dataset, config, strategy=None):
         config.check()
+        contract.check(algorithm)
         self.algorithm, self.dataset, self.config = algorithm, dataset, config
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
@@ -108,8 +106,9 @@ class Trainer:
 
         def replica_step(batch, nimg):
             lr = optimizers.learning_rate(cfg.lr, cfg.lr_schedule, optimizer.updates, total_updates)
+            step = contract.Step(model, ema_model, nimg, tf.minimum(nimg / cfg.total_nimg, 1.0))
             with tf.GradientTape() as tape:
-                loss, stats = algorithm.loss(model, batch, nimg)
+                loss, stats = algorithm.loss(batch, step)
                 total = loss
                 if not decoupled:
                     total += cfg.wd * tf.add_n([tf.nn.l2_loss(k) for k in kernels])
@@ -360,8 +359,10 @@ def dataset_from_flags(flag_values, supervised=False):
     return datasets.resolve(fv.dataset, records, fv.nclass, fv.img_size, fv.class_mapping)
 
 
-def train_from_flags(flag_values, make_algorithm, supervised=False):
-    """--perform_inference, or: the dataset, the algorithm (make_algorithm(nclass)), the trainer."""
+def train_from_flags(flag_values, make_algorithm, supervised=False, settings=None):
+    """--perform_inference, or: the dataset, the algorithm, the trainer. make_algorithm(nclass),
+    or make_algorithm(nclass, hyper) with `settings` (the algorithm's Hyper dataclass): the
+    hyper-parameters are read from the flags, and so checked, before any data is read."""
     fv = flag_values
     if fv.perform_inference:
         if not fv.inference_dir or not fv.inference_ckpt:
@@ -372,16 +373,27 @@ def train_from_flags(flag_values, make_algorithm, supervised=False):
                                      fv.dataset, fv.eval_batch, max_pixels=fv.max_image_pixels)
     config = from_flags(Config, fv)
     config.check()
+    if settings is not None:
+        hyper = from_flags(settings, fv)
+        make_algorithm = functools.partial(make_algorithm, hyper=hyper)
     # Made before any TensorFlow op runs: a multi-worker strategy configures collective ops then.
     strategy = distribute.make_strategy(config.strategy)
     dataset = dataset_from_flags(fv, supervised)
     return Trainer(make_algorithm(dataset.nclass), dataset, config, strategy).train()
 
 
-def main(make_algorithm, supervised=False):
+def main(make_algorithm, settings=None, supervised=False, trainer_defaults=None):
     """Runs a training script: parses its flags, then trains (or predicts, with
-    --perform_inference). make_algorithm(nclass) is called once the flags are parsed."""
+    --perform_inference). make_algorithm(nclass[, hyper=settings read from the flags]) is called
+    once the flags are parsed; the flags of `settings` are defined here. trainer_defaults:
+    {Config flag: this script's default}, e.g. the optimizer of the algorithm's paper (set here,
+    so importing a script leaves them alone)."""
+    if settings is not None:
+        define_flags(settings)  # here, not at import: methods may share flag names (--wu, --T)
+    for name, value in (trainer_defaults or {}).items():
+        flags.FLAGS.set_default(name, value)
+
     def run_main(argv):
         no_extra_args(argv)
-        train_from_flags(flags.FLAGS, make_algorithm, supervised)
+        train_from_flags(flags.FLAGS, make_algorithm, supervised, settings)
     run(run_main)

@@ -7,6 +7,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+# The entry points of algorithms/ import each other as scripts do (mean_teacher imports pi_model).
+sys.path.insert(0, os.path.join(REPO, 'algorithms'))
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import libml  # noqa: F401
 import tensorflow as tf
 
 from libml import datasets, events, pipeline, randaugment, train
+from libml.algorithm import Step
 from libml.utils import UserError
 
 import fixmatch  # at the repository root, on sys.path via conftest
@@ -39,7 +40,7 @@ def test_loss_pseudo_labels_mask_and_one_forward():
              'u': np.zeros([2, n, 8, 8, 1], np.uint8), 'u_label': np.array([0, 1, 1, 1])}
     algo = fixmatch.FixMatch(3, confidence=0.95, wu=2.0, uratio=2)
     with tf.GradientTape() as tape:
-        loss, stats = algo.loss(model, batch, tf.constant(0.))
+        loss, stats = algo.loss(batch, Step(model, None, tf.constant(0.), tf.constant(0.)))
     # One forward pass over labeled + weak + strong, in training mode, moving the statistics.
     assert model.calls == [(b + 2 * n, True, True)]
 
@@ -62,7 +63,8 @@ def test_loss_pseudo_labels_mask_and_one_forward():
     assert np.all(grad[b:b + n] == 0) and np.any(grad[b + n:] != 0) and np.any(grad[:b] != 0)
     # Without the unlabeled images' labels, no label accuracy.
     del batch['u_label']
-    assert 'monitors/label_acc' not in algo.loss(model, batch, tf.constant(0.))[1]
+    assert 'monitors/label_acc' not in algo.loss(batch, Step(model, None, tf.constant(0.),
+                                                             tf.constant(0.)))[1]
 
 
 def test_bad_hyper_parameters_are_user_errors():
