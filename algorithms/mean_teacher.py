@@ -3,7 +3,7 @@
 come from the exponential moving average of the weights (the teacher), not from the trained
 model (the student).
 
-One step (docs/algorithm.md, "Classic methods"): as pi_model.py, with the trainer's EMA model
+One step (docs/algorithm.md, "Mean Teacher"): as pi_model.py, with the trainer's EMA model
 (decay --ema) predicting the first view:
   loss = xe + wu * ramp * mean_u mean_K (softmax teacher(u1) - softmax student(u2))^2,
   ramp = min(progress / warmup_pos, 1).

@@ -2,7 +2,7 @@
 """Pi-Model (Laine & Aila, ICLR 2017, arXiv 1610.02242): two augmented views of an unlabeled
 image should get the same prediction.
 
-One step (docs/algorithm.md, "Classic methods"): cross-entropy on the labeled batch, whose
+One step (docs/algorithm.md, "Pi-Model"): cross-entropy on the labeled batch, whose
 forward pass alone moves the batch-norm statistics; every unlabeled image is seen in two views,
 and the first view's softmax (a target: no gradient) is compared with the second's:
   loss = xe + wu * ramp * mean_u mean_K (softmax f(u1) - softmax f(u2))^2,

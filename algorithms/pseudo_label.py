@@ -2,7 +2,7 @@
 """Pseudo-Label (Lee, ICML 2013 workshop): the model's own confident predictions on unlabeled
 images are trained on as if they were labels.
 
-One step (docs/algorithm.md, "Classic methods"): cross-entropy on the labeled batch, whose forward
+One step (docs/algorithm.md, "Pseudo-Label"): cross-entropy on the labeled batch, whose forward
 pass alone moves the batch-norm statistics; one view of every unlabeled image; its arg-max class
 is its pseudo-label where the highest probability exceeds --threshold:
   loss = xe + wu * ramp * mean_u [max_K p(u) > threshold] * CE(argmax p(u), f(u)),

@@ -3,7 +3,7 @@
 a strongly augmented view (RandAugment) should match the sharpened prediction on a weak view.
 RealMix takes two of its ingredients: training signal annealing and masking by confidence.
 
-One step (docs/algorithm.md, "Classic methods"): the labeled batch (B images) and the unlabeled
+One step (docs/algorithm.md, "UDA"): the labeled batch (B images) and the unlabeled
 batch (uratio * B images, each as a weak view = the --augment preset and a strong view = the
 preset, RandAugment and cutout) go through the model in one forward pass (batch norm sees it all).
   target = softmax(f(weak) / T) (no gradient); kept where max_K softmax(f(weak)) >= confidence;

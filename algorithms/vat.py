@@ -3,7 +3,7 @@
 minimisation: the prediction on an unlabeled image should not change under the small perturbation
 that changes it most.
 
-One step (docs/algorithm.md, "Classic methods"): cross-entropy on the labeled batch, whose
+One step (docs/algorithm.md, "VAT"): cross-entropy on the labeled batch, whose
 forward pass alone moves the batch-norm statistics; one view u of every unlabeled image, logits
 f(u). The most sensitive direction is found by one power iteration from a random direction d
 (drawn in the input pipeline): g = grad_d KL(p(u) || p(u + xi d)); r = eps * g / |g| (per image,

@@ -46,12 +46,13 @@ import time  # noqa: E402
 
 from absl import flags, logging  # noqa: E402
 
-import realmix  # noqa: E402  (defines RealMix's flags; we use its class)
+import realmix  # noqa: E402
 from libml.config import Config  # noqa: E402
-from libml.options import from_flags  # noqa: E402
+from libml.options import define_flags, from_flags  # noqa: E402
 from libml.utils import UserError, no_extra_args, run  # noqa: E402
 
 FLAGS = flags.FLAGS
+define_flags(realmix.Hyper)  # RealMix's flags: the step measured is RealMix's
 flags.DEFINE_integer('channels', 3, 'Image channels of the counted model.')
 flags.DEFINE_list('peak_tflops', ['19.5', '156', '312'], 'Peak TFLOP/s for the time estimates '
                   '(default: an NVIDIA A100\'s dense FP32, TF32 and BF16 peaks).')

@@ -14,9 +14,8 @@ To add a method, write one entry point (a short file in `algorithms/`, like `pi_
         def __init__(self, nclass, hyper): ...; self.args = {...}   # args name the run folder
         def loss(self, batch, step):  # -> (scalar loss, {TensorBoard tag: scalar})
 
-    define_flags(Hyper)
     if __name__ == '__main__':
-        train.main(MyMethod, Hyper)
+        train.main(MyMethod, Hyper)   # defines Hyper's flags, reads and checks them, trains
 
 What the trainer gives `loss` (one replica's share of one step):
 - `batch`, made by the input pipeline (libml/pipeline.py, outside compiled code):

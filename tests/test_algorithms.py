@@ -128,3 +128,21 @@ def test_uda_entry_point_trains_with_its_papers_optimizer(digits, tmp_path):
                          env={'ML_DATA': str(digits)}))
     run, = glob.glob(str(tmp_path / 'digits.1@50-100' / 'UDA_*'))
     assert 'lr_schedulecosine' in run and 'optimizersgd' in run and 'uratio1' in run, run
+
+
+class NoViews:
+    """A method that asks for views the pipeline cannot make."""
+    name, nu, args, views = 'NoViews', 2, {}, ('weak', 'blurred')
+
+    def loss(self, batch, step):
+        return 0.0, {}
+
+
+def test_trainer_refuses_an_algorithm_that_breaks_the_contract(digits, tmp_path):
+    """One line naming the class and what is wrong, before a model is built or a file written."""
+    dataset = datasets.resolve('digits.1@50-100')
+    config = train.Config(train_dir=str(tmp_path / 'exp'), **TINY)
+    with pytest.raises(TypeError, match=r"^NoViews does not keep the algorithm contract "
+                                        r"\(libml/algorithm.py\): views=\('weak', 'blurred'\)"):
+        train.Trainer(NoViews(), dataset, config)
+    assert not os.path.exists(tmp_path / 'exp')
