@@ -761,7 +761,8 @@ def print_table(args, results, times, sizes, underfit, wall, flags=({}, {}), unt
           f'trained models {args.train_kimg} kimg each '
           f'{f"(--preset={args.preset}) " if args.preset else ""}(shared flags: {args.shared_args}'
           f'{"; RealMix also " + args.realmix_args if args.realmix_args else ""}'
-          f'{"; FixMatch also " + args.fixmatch_args if fixmatch_extra else ""})')
+          f'{"; FixMatch also " + args.fixmatch_args if fixmatch_extra else ""}'
+          f'{classic_extra(args, results)})')
     print(f'   {nl} labeled + {nu} unlabeled training images (RealMix also holds out {args.valid} '
           f'validation images), test accuracy (%) on {nt} {args.dataset}-test images')
     width = max(len(m) for m in methods) + 2
@@ -794,6 +795,14 @@ def print_table(args, results, times, sizes, underfit, wall, flags=({}, {}), unt
           f'evaluation time their runs logged, over all sessions, also when reused{ledger}.')
     if args.dataset == 'digits' and args.labels == 50:
         print_goals(args, results, underfit)
+
+
+def classic_extra(args, results):
+    """'; VAT also --vat_eps=0.87...': the digits flags of the classic methods in the table."""
+    if not getattr(args, 'digits_defaults', False):
+        return ''
+    return ''.join(f'; {label} also {" ".join(DIGITS_CLASSIC_FLAGS[key])}'
+                   for key, label, *_ in TRAINED if key in DIGITS_CLASSIC_FLAGS and label in results)
 
 
 def print_goals(args, results, underfit):

@@ -147,6 +147,8 @@ def test_classic_methods_get_their_own_flags_and_digits_settings(tmp_path):
     assert not any(a.startswith('--warmup_kimg') for a in vat)   # RealMix's own flag
     uda = compare.command('uda', args, 1, str(tmp_path))
     assert '--scales=3' in uda and '--scales=2' not in uda
+    # The table's header says so, for the methods in it.
+    assert compare.classic_extra(args, {'RealMix': [1.0], 'VAT': [1.0]}) == '; VAT also --vat_eps=0.87'
     args = compare.parse_args(['--seeds=1', '--methods=realmix,uda,pseudo_label',
                                '--shared_args=--augment=svhn --scales=1 --wu=2 --threshold=0.5 '
                                '--tsa=linear_schedule'])
