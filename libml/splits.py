@@ -20,7 +20,9 @@ The map JSON holds: `name`, `seed`, `label_split_size`, `label_size`, `class_bal
 ([{path, count, first_id}], record ids number the concatenation of the inputs in this order),
 `pool_size`, `label` (ids, in label-file order), `unlabel` (ids, in unlabel-file order),
 `valid_candidates` (the held-out labeled ids: the first `max_valid` = pool_size - N of `unlabel`),
-`max_valid`, `label_counts` ({class: count} of the labeled set), `nclass`, `class_names`.
+`max_valid`, `label_counts` ({class: count} of the labeled set), `nclass`, `class_names`; and,
+for a split written with `exclude` (scripts/inspect_data.py --drop_leaks), `excluded` (the ids
+left out of every part).
 """
 import os
 import re
@@ -85,16 +87,28 @@ def interleave(groups):
     return ids[np.lexsort((group, rank))]
 
 
-def plan_split(labels, seed, size, label_size=None, balanced=False):
+def plan_split(labels, seed, size, label_size=None, balanced=False, exclude=None):
     """Decides where every record goes.
 
     labels: int array, the label of each record in input order (-1: no label).
+    exclude: ids of records left out of every part (e.g. duplicates of test images). The split is
+    otherwise the one made without them: the same per-class quota and the same seeded order of
+    each class, so every labeled image kept stays labeled and an excluded one is replaced by the
+    next image of its class in that order.
     Returns dict(label=ids in input order, unlabel=ids in unlabeled-file order, max_valid=the
     number of held-out labeled ids at the head of `unlabel`, pool_size, label_counts).
     Raises UserError for impossible requests.
     """
     labels = np.asarray(labels, np.int64)
     n = len(labels)
+    keep = np.ones(n, bool)
+    if exclude is not None and len(exclude):
+        exclude = np.asarray(exclude, np.int64)
+        if exclude.min() < 0 or exclude.max() >= n:
+            raise UserError(f'record id {exclude.max() if exclude.max() >= n else exclude.min()} '
+                            f'to exclude is outside the input (ids 0..{n - 1}); was the input '
+                            'changed since the ids were found?')
+        keep[exclude] = False
     if label_size is not None:
         if label_size > n:
             raise UserError(f'--label_size={label_size} is larger than the input ({n} records).')
@@ -125,13 +139,19 @@ def plan_split(labels, seed, size, label_size=None, balanced=False):
         if seed:
             # One generator per class: the draw of a class does not depend on the other classes.
             ids = np.random.default_rng([seed, c]).permutation(ids)
+        ids = ids[keep[ids]]  # after the draw, so the images kept are those drawn without exclusion
+        if len(ids) < quota[c]:
+            raise UserError(f'class {c} keeps {len(ids)} labeled images once the excluded records '
+                            f'are left out, fewer than the {quota[c]} its share of '
+                            f'--label_split_size={size} needs; choose a smaller split.')
         label_parts.append(ids[:quota[c]])
         heldout_groups.append(ids[quota[c]:])
     label = np.sort(np.concatenate(label_parts))
     heldout = interleave(heldout_groups)
-    outside = np.flatnonzero(~in_pool)
+    outside = np.flatnonzero(~in_pool & keep)
     return dict(label=label, unlabel=np.concatenate([heldout, outside]), max_valid=len(heldout),
-                pool_size=pool_size, label_counts={c: quota[c] for c in sorted(quota)})
+                pool_size=int((in_pool & keep).sum()),
+                label_counts={c: quota[c] for c in sorted(quota)})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,8 +242,11 @@ def copy_in_order(spill, ids, offsets, lengths, labels, writer, budget, progress
 
 
 def create_split(prefix, inputs, seed, size, label_size=None, class_balance=False,
-                 overwrite=False, auto_unlabeled=True, buffer_mb=64, quiet=False):
-    """Writes the split; returns {'paths': {part: path}, 'map': the map JSON content}."""
+                 overwrite=False, auto_unlabeled=True, buffer_mb=64, quiet=False, exclude=None):
+    """Writes the split; returns {'paths': {part: path}, 'map': the map JSON content}.
+
+    exclude: record ids (numbering the concatenated inputs) left out of every part (plan_split).
+    """
     name, paths = split_paths(prefix, seed, size)
     if not overwrite:
         for path in paths.values():
@@ -267,7 +290,7 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
             counts = [b - a for a, b in bounds]
             for path, input_meta, (a, b) in zip(inputs, meta['metas'], bounds):
                 check_meta(path, input_meta, labels[a:b])
-            plan = plan_split(labels, seed, size, label_size, class_balance)
+            plan = plan_split(labels, seed, size, label_size, class_balance, exclude)
 
             nclass = meta['nclass'] or (int(labels.max()) + 1 if len(labels) and labels.max() >= 0
                                         else None)
@@ -295,5 +318,7 @@ def create_split(prefix, inputs, seed, size, label_size=None, class_balance=Fals
         'label': plan['label'].tolist(), 'unlabel': plan['unlabel'].tolist(),
         'valid_candidates': plan['unlabel'][:plan['max_valid']].tolist(),
     }
+    if exclude is not None:
+        content['excluded'] = sorted(int(i) for i in set(np.asarray(exclude).tolist()))
     files.write_json(paths['map'], content)
     return {'paths': paths, 'map': content}
