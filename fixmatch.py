@@ -20,6 +20,7 @@ import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorF
 import tensorflow as tf
 
 from libml import optimizers, train
+from libml.algorithm import GUESS, MASK
 from libml.options import option
 from libml.utils import UserError
 
@@ -78,7 +79,7 @@ class FixMatch:
         loss = loss_xe + self.wu * loss_xeu
 
         stats = {'losses/xe': loss_xe, 'losses/xeu': loss_xeu, 'losses/overall': loss,
-                 'monitors/mask': tf.reduce_mean(mask)}
+                 'monitors/mask': tf.reduce_mean(mask), GUESS: probs_weak, MASK: mask}
         if 'u_label' in batch:  # how often the weak view's guess is right, confident or not
             stats['monitors/label_acc'] = tf.reduce_mean(
                 tf.cast(tf.equal(pseudo, batch['u_label']), tf.float32))

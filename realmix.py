@@ -18,6 +18,7 @@ import tensorflow as tf
 from absl import flags
 
 from libml import layers, train
+from libml.algorithm import GUESS, LABELED_MASK, MASK
 from libml.options import changed, option
 from libml.utils import UserError
 
@@ -111,10 +112,12 @@ class RealMix:
         stats = {'losses/xe': loss_xe, 'losses/l2u': loss_l2u, 'losses/overall': loss,
                  'losses/min_unsup_prob': tf.reduce_min(confidence),
                  'losses/mean_unsup_prob': tf.reduce_mean(confidence),
-                 'losses/max_unsup_prob': tf.reduce_max(confidence)}
+                 'losses/max_unsup_prob': tf.reduce_max(confidence), GUESS: guess}
         if self.tsa != 'none':
             stats['losses/tsa_kept'] = tf.reduce_mean(tsa_keep)
+            stats[LABELED_MASK] = tsa_keep
         if self.percent_mask > 0:
+            stats[MASK] = keep
             # UDA's name for the kept fraction; and the confidence below which examples dropped.
             stats['losses/high_prob_ratio'] = tf.reduce_mean(keep)
             stats['losses/percent_confidence_mask'] = tf.reduce_min(

@@ -18,7 +18,7 @@ import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorF
 import tensorflow as tf
 
 from libml import layers, train
-from libml.algorithm import check_at_least, check_fraction
+from libml.algorithm import GUESS, check_at_least, check_fraction
 from libml.options import option
 
 
@@ -60,7 +60,7 @@ class PiModel:
         loss_xe = layers.cross_entropy(batch['label'], logits_x)
         loss_u = tf.reduce_mean(layers.softmax_squared_error(target, logits_u))
         loss = loss_xe + h.wu * layers.ramp_up(step.progress, h.warmup_pos) * loss_u
-        return loss, {'losses/xe': loss_xe, self.tag: loss_u}
+        return loss, {'losses/xe': loss_xe, self.tag: loss_u, GUESS: tf.nn.softmax(target)}
 
 
 if __name__ == '__main__':

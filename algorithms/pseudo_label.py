@@ -19,7 +19,7 @@ import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorF
 import tensorflow as tf
 
 from libml import layers, train
-from libml.algorithm import check_at_least, check_fraction
+from libml.algorithm import GUESS, MASK, check_at_least, check_fraction
 from libml.options import option
 
 
@@ -60,7 +60,8 @@ class PseudoLabel:
         loss_pl = tf.reduce_mean(mask * tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=pseudo, logits=logits_u))
         loss = loss_xe + h.wu * layers.ramp_up(step.progress, h.warmup_pos) * loss_pl
-        stats = {'losses/xe': loss_xe, 'losses/pl': loss_pl, 'monitors/mask': tf.reduce_mean(mask)}
+        stats = {'losses/xe': loss_xe, 'losses/pl': loss_pl, 'monitors/mask': tf.reduce_mean(mask),
+                 GUESS: probs, MASK: mask}
         if 'u_label' in batch:  # how often the arg-max is right, confident or not
             stats['monitors/label_acc'] = tf.reduce_mean(
                 tf.cast(tf.equal(pseudo, batch['u_label']), tf.float32))

@@ -23,7 +23,8 @@ import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorF
 import tensorflow as tf
 
 from libml import layers, optimizers, train
-from libml.algorithm import check_at_least, check_fraction, check_positive
+from libml.algorithm import (GUESS, LABELED_MASK, MASK, check_at_least, check_fraction,
+                             check_positive)
 from libml.options import option
 from libml.utils import UserError
 
@@ -86,7 +87,10 @@ class UDA:
 
         stats = {'losses/xe': loss_xe, 'losses/kl': loss_kl, 'losses/entropy': loss_entropy,
                  'monitors/mask': tf.reduce_mean(mask),
-                 'monitors/tsa_kept': tf.reduce_mean(tsa_keep)}
+                 'monitors/tsa_kept': tf.reduce_mean(tsa_keep),
+                 GUESS: tf.nn.softmax(target), MASK: mask}
+        if h.tsa != 'none':
+            stats[LABELED_MASK] = tsa_keep
         if 'u_label' in batch:  # how often the weak view's arg-max is right, confident or not
             stats['monitors/label_acc'] = tf.reduce_mean(tf.cast(
                 tf.equal(tf.argmax(probs_weak, axis=1), batch['u_label']), tf.float32))

@@ -25,7 +25,7 @@ import libml  # noqa: F401  (first: sets TensorFlow's environment before TensorF
 import tensorflow as tf
 
 from libml import layers, train
-from libml.algorithm import check_at_least, check_fraction, check_positive
+from libml.algorithm import GUESS, check_at_least, check_fraction, check_positive
 from libml.options import option
 
 PIXELS_PER_UNIT = 127.5   # the model sees x * 2/255 - 1: one input unit is 127.5 pixel levels
@@ -95,7 +95,8 @@ class VAT:
         loss_entmin = tf.reduce_mean(layers.entropy(logits_u))
         loss = (loss_xe + h.wu * layers.ramp_up(step.progress, h.warmup_pos) * loss_vat
                 + h.entmin * loss_entmin)
-        return loss, {'losses/xe': loss_xe, 'losses/vat': loss_vat, 'losses/entmin': loss_entmin}
+        return loss, {'losses/xe': loss_xe, 'losses/vat': loss_vat, 'losses/entmin': loss_entmin,
+                      GUESS: tf.stop_gradient(tf.nn.softmax(logits_u))}
 
 
 if __name__ == '__main__':

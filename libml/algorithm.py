@@ -12,7 +12,7 @@ To add a method, write one entry point (a short file in `algorithms/`, like `pi_
         name = 'MyMethod'             # the run folder's prefix
         nu = 2                        # views of each unlabeled image per step (0: supervised)
         def __init__(self, nclass, hyper): ...; self.args = {...}   # args name the run folder
-        def loss(self, batch, step):  # -> (scalar loss, {TensorBoard tag: scalar})
+        def loss(self, batch, step):  # -> (scalar loss, {TensorBoard tag: scalar, ...})
 
     if __name__ == '__main__':
         train.main(MyMethod, Hyper)   # defines Hyper's flags, reads and checks them, trains
@@ -34,6 +34,14 @@ What the trainer gives `loss` (one replica's share of one step):
 Everything random must come from `draw` (a function of the step's seed), never from a global
 generator: a resumed run then sees exactly the numbers an uninterrupted one would.
 
+What `loss` returns: the scalar loss (a mean over this replica's batch) and summaries, {tag:
+scalar} (averaged over each report period and written to TensorBoard), plus, for the collapse
+monitors every semi-supervised method gets (libml/summaries.py), any of these per-example entries:
+    GUESS         float [U, K]  the target distribution of each unlabeled example (the guessed
+                                label, the pseudo-label's probabilities, the teacher's prediction)
+    MASK          [U]           1 where an unlabeled example counts in the unlabeled loss
+    LABELED_MASK  [B]           1 where a labeled example counts (training signal annealing)
+
 Optional attributes (defaults in brackets): `uratio` unlabeled images per labeled one [1];
 `views` how each of the nu views is augmented, 'weak' (the preset) or 'strong' (the preset,
 RandAugment and cutout) [all weak]; `draw(seed, batch)` -> nested dict of tensors [none].
@@ -48,6 +56,10 @@ import typing
 import tensorflow as tf
 
 from libml.utils import UserError
+
+
+# Per-example entries of the summaries `loss` returns (see the module docstring).
+GUESS, MASK, LABELED_MASK = 'guess', 'mask', 'labeled_mask'
 
 
 class Step(typing.NamedTuple):
@@ -66,7 +78,8 @@ class Algorithm(typing.Protocol):
     args: dict
 
     def loss(self, batch: dict, step: Step) -> tuple:
-        """-> (scalar float32 loss: a mean over this replica's batch, {summary tag: scalar})"""
+        """-> (scalar float32 loss: a mean over this replica's batch, {summary tag: scalar}
+        and optionally GUESS, MASK, LABELED_MASK)"""
 
 
 VIEWS = ('weak', 'strong')

@@ -61,14 +61,26 @@ class Config:
     jit_compile: bool = option(False, 'Compile the training step with XLA (measure first: it was '
                                'slower for small images on CPUs).')
     eval_batch: int = option(256, 'Batch size of evaluation and inference.')
+    image_summaries: bool = option(True, 'TensorBoard images: the augmented training inputs at the '
+                                   'start of a run, and at each evaluation the confusion matrix '
+                                   'and the most confidently wrong test images '
+                                   '(--noimage_summaries: none).')
+    collapse_share: float = option(-1.0, 'Warn when one class takes more than this share of the '
+                                   'guessed labels of the unlabeled batches for --collapse_reports '
+                                   'reports in a row; -1 = halfway between an even share and one '
+                                   'class (0.55 with 10 classes).')
+    collapse_reports: int = option(3, 'See --collapse_share.')
 
     def check(self):
         for name in ('batch', 'train_kimg', 'report_kimg', 'save_kimg', 'keep_ckpt', 'epochs',
-                     'filters', 'repeat', 'eval_batch'):
+                     'filters', 'repeat', 'eval_batch', 'collapse_reports'):
             if getattr(self, name) < 1:
                 raise UserError(f'--{name}={getattr(self, name)} must be at least 1.')
         if self.lr <= 0 or self.wd < 0 or not 0 <= self.ema < 1 or not 0 <= self.momentum < 1:
             raise UserError('--lr must be > 0, --wd >= 0, --ema and --momentum in [0, 1).')
+        if self.collapse_share != -1 and not 0 < self.collapse_share <= 1:
+            raise UserError(f'--collapse_share={self.collapse_share} must be in (0, 1], or -1 for '
+                            'halfway between an even share and one class.')
         names.check_preset(self.augment)
 
     @property

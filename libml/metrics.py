@@ -35,13 +35,15 @@ def validation_loss(probs, labels):
     return float(-np.log(np.maximum(picked, 1e-12)).mean())
 
 
-def evaluate(model, sets, class_names=None, batch_size=256):
+def evaluate(model, sets, class_names=None, batch_size=256, predictions=None):
     """The evaluation tags of `model` on `sets` ({name: (images, labels)}, see
     Dataset.eval_sets): accuracy_{name} in percent, losses/val_loss on 'valid', and the
-    classification metrics of 'test'."""
+    classification metrics of 'test'. `predictions`, a dict, receives each set's probabilities."""
     results = {}
     for name, (pixels, labels) in sets.items():
         probs = predict.predict(model, pixels, batch_size)
+        if predictions is not None:
+            predictions[name] = probs
         results[f'accuracy_{name}'] = 100 * float((probs.argmax(1) == labels).mean())
         if name == 'valid':
             results['losses/val_loss'] = validation_loss(probs, labels)

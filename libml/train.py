@@ -19,17 +19,18 @@ model whose statistics match its weights, at any run length. `--noema_warmup --b
 is the original's behaviour (plain EMA, the trained model's moving statistics copied).
 """
 import functools
-import math
 import os
 import shutil
 import time
 
+import numpy as np
 import tensorflow as tf
 from absl import flags
 from tqdm import tqdm
 
 from libml import algorithm as contract
-from libml import datasets, distribute, metrics, models, optimizers, pipeline, predict, runs
+from libml import (datasets, distribute, metrics, models, optimizers, pipeline, predict, runs,
+                   summaries)
 from libml.config import Config
 from libml.options import define_flags, from_flags
 from libml.utils import UserError, check_interrupted, no_extra_args, run
@@ -103,6 +104,7 @@ class Trainer:
         total_updates = cfg.total_nimg // cfg.batch
         decoupled = cfg.optimizer == 'adam'  # sgd: weight decay is an L2 loss (FixMatch's)
         pairs = list(zip(model.trainable_variables, ema_model.trainable_variables))
+        nclass = self.dataset.nclass
 
         def replica_step(batch, nimg):
             lr = optimizers.learning_rate(cfg.lr, cfg.lr_schedule, optimizer.updates, total_updates)
@@ -121,6 +123,7 @@ class Trainer:
             if replicas > 1:
                 grads = tf.distribute.get_replica_context().all_reduce('sum', grads)
             stats = dict(stats)
+            stats.update(summaries.collapse_tensors(stats, nclass))
             stats.setdefault('losses/overall', loss)
             if not loss_scale:
                 update(grads, lr)
@@ -218,11 +221,12 @@ class Trainer:
         self.refresh_ema_stats()
         return self.checkpoints.save(nimg)
 
-    def evaluate(self, sets):
-        """Accuracies (percent) of the EMA model and the extra metrics, by summary tag."""
+    def evaluate(self, sets, predictions=None):
+        """Accuracies (percent) of the EMA model and the extra metrics, by summary tag;
+        `predictions` (a dict) receives each set's probabilities."""
         self.refresh_ema_stats()
         return metrics.evaluate(self.ema_model, sets, self.dataset.class_names,
-                                self.config.eval_batch)
+                                self.config.eval_batch, predictions)
 
     # -- before training -------------------------------------------------------------------------
     def restore(self):
@@ -295,6 +299,11 @@ class Trainer:
             print(f'{self.run_dir}: already trained for {start >> 10} kimg (of {total >> 10}).')
             return
         writer = self.chief and tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf'))
+        hparams = self.chief and summaries.HParamsLog(
+            self.run_dir, self._hparams(), os.path.relpath(self.run_dir, cfg.train_dir))
+        share = cfg.collapse_share if cfg.collapse_share != -1 else \
+            summaries.default_collapse_share(ds.nclass)
+        watch = summaries.CollapseWatch(share, cfg.collapse_reports, ds.class_names)
         report, save = cfg.report_kimg << 10, cfg.save_kimg << 10
         batches = iter(self._batches(start))
         training_files = [part.path for _, part in self._training_parts()]
@@ -313,9 +322,11 @@ class Trainer:
                     check_interrupted()  # Ctrl-C stops between steps (libml/utils.py)
                     with pipeline.dataset_errors(*training_files):
                         batch = next(batches)
+                    if nimg == 0 and writer and cfg.image_summaries:  # a new run, not a resumed one
+                        self._write_inputs(writer, batch)
                     stats = self._train_step(batch, tf.constant(nimg, tf.float32))
-                    stats = {k: float(v) for k, v in stats.items()}
-                    if not all(math.isfinite(v) for v in stats.values()):
+                    stats = {k: v.numpy() for k, v in stats.items()}
+                    if not all(np.isfinite(v).all() for v in stats.values()):
                         raise NonFiniteLoss(
                             f'the loss became non-finite at {nimg} images ({stats}); training '
                             f'stopped, the last good checkpoint is kept in {self.checkpoints.folder}. '
@@ -331,23 +342,56 @@ class Trainer:
                         self.save_checkpoint(nimg)
             if not self.chief:
                 continue
-            results = self.evaluate(sets)
+            predictions = {}
+            results = self.evaluate(sets, predictions)
             with writer.as_default(step=nimg):
-                for k, v in sums.items():
-                    tf.summary.scalar(k, v / steps)
-                for k, v in results.items():
-                    tf.summary.scalar(k, v)
+                warning = self._write_report({k: v / steps for k, v in sums.items()}, results,
+                                             sets['test'], predictions['test'], watch)
                 tf.summary.scalar('monitors/period_seconds', time.perf_counter() - wall)
                 tf.summary.scalar('monitors/period_cpu_seconds', time.process_time() - cpu)
             writer.flush()
+            hparams.write(results, nimg)
             if nimg // save > (nimg - cfg.batch) // save or nimg >= total:
                 self.save_checkpoint(nimg)
             line = '  '.join(f'{results[f"accuracy_{n}"]:.2f}' if f'accuracy_{n}' in results
                              else '-' for n in ('train_labeled', 'valid', 'test'))
             tqdm.write(f'kimg {nimg >> 10:<6d} accuracy train/valid/test  {line}')
+            if warning:
+                tqdm.write(warning)
         if writer:
             writer.close()
+            hparams.close()
         return results
+
+    # -- TensorBoard ---------------------------------------------------------------------------
+    def _hparams(self):
+        """What the HParams dashboard shows of this run: its named settings and a few more."""
+        cfg = self.config
+        return dict(self.args, algorithm=self.algorithm.name, dataset=self.dataset.name,
+                    train_kimg=cfg.total_nimg >> 10, seed=cfg.seed, optimizer=cfg.optimizer,
+                    lr_schedule=cfg.lr_schedule, precision=cfg.precision)
+
+    def _write_inputs(self, writer, batch):
+        """inputs/*: the first step's images (one replica's share), as the model receives them."""
+        local = self.strategy.experimental_local_results(batch)[0]
+        views = getattr(self.algorithm, 'views', None) or ('weak',) * self.algorithm.nu
+        with writer.as_default(step=0):
+            summaries.write_inputs({k: v.numpy() for k, v in local.items()
+                                    if k in ('x', 'u')}, views)
+
+    def _write_report(self, means, results, test_set, test_probs, watch):
+        """The scalars of one report (period means of the step's summaries, the evaluation), the
+        collapse monitors and the evaluation images; returns a collapse warning or None."""
+        counts = means.pop(summaries.CLASS_COUNTS, None)
+        for k, v in {**means, **results}.items():
+            tf.summary.scalar(k, float(v))
+        warning = None
+        if counts is not None:
+            warning = watch.update(summaries.write_collapse(counts))
+        if self.config.image_summaries:
+            summaries.write_evaluation_images(test_set[0], test_set[1], test_probs,
+                                              self.dataset.class_names)
+        return warning
 
 
 # ----------------------------------------------------------------------------------------------

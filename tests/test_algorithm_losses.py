@@ -12,7 +12,7 @@ from conftest import REPO
 import libml  # noqa: F401
 import tensorflow as tf
 
-from libml.algorithm import Step, check
+from libml.algorithm import GUESS, LABELED_MASK, MASK, Step, check
 from libml.utils import UserError
 
 
@@ -93,11 +93,14 @@ def d_entropy(z):
 
 
 def run(algo, batch, model, progress, ema=None):
-    """-> loss, {tag: float}, gradients with respect to [model.w] (+ [ema.w])."""
+    """-> loss, {tag: float, or an array for the per-example GUESS, MASK, LABELED_MASK},
+    gradients with respect to [model.w] (+ [ema.w])."""
     with tf.GradientTape() as tape:
         loss, stats = algo.loss(batch, Step(model, ema, tf.constant(0.), tf.constant(progress)))
     grads = tape.gradient(loss, [model.w] + ([ema.w] if ema else []))
-    return float(loss), {k: float(v) for k, v in stats.items()}, grads
+    per_example = (GUESS, MASK, LABELED_MASK)
+    return float(loss), {k: np.asarray(v) if k in per_example else float(v)
+                         for k, v in stats.items()}, grads
 
 
 def assert_stats(stats, expect, rtol=1e-5):
@@ -123,7 +126,8 @@ def test_pi_model_and_mean_teacher(module, teacher_w):
     for progress, ramp in ((0.1, 0.25), (1.0, 1.0)):
         model, ema = Linear(W), (Linear(W_EMA) if mt else None)
         loss, stats, grads = run(algo, {'x': X, 'label': LABEL, 'u': U}, model, progress, ema)
-        assert_stats(stats, {'losses/xe': XE, 'losses/mt' if mt else 'losses/pm': sq})
+        assert_stats(stats, {'losses/xe': XE, 'losses/mt' if mt else 'losses/pm': sq,
+                             GUESS: p1})
         np.testing.assert_allclose(loss, XE + 10 * ramp * sq, rtol=1e-5)
         expect = D_XE + 10 * ramp * flat(U[1]).T @ back(q2, 2 * (q2 - p1) / K) / len(z2)
         np.testing.assert_allclose(grads[0], expect, rtol=1e-4, atol=1e-6)
@@ -151,7 +155,7 @@ def test_pseudo_label():
     acc = (p.argmax(1) == U_LABEL).mean()
     assert 0 < acc < 1
     assert_stats(stats, {'losses/xe': XE, 'losses/pl': pl, 'monitors/mask': 0.5,
-                         'monitors/label_acc': acc})
+                         'monitors/label_acc': acc, GUESS: p, MASK: mask})
     np.testing.assert_allclose(loss, XE + 2 * 0.25 * pl, rtol=1e-5)
     dzu = mask[:, None] * (p - onehot(p.argmax(1))) / len(zu)
     np.testing.assert_allclose(grad, D_XE + 0.5 * flat(U[0]).T @ dzu, rtol=1e-4, atol=1e-6)
@@ -191,7 +195,8 @@ def test_vat():
     loss, stats, (grad,) = run(algo, batch, model, 0.1)
     # labeled (moves the statistics), clean u, the probe, the perturbed u.
     assert model.calls == [(3, True, True)] + [(6, True, False)] * 3
-    assert_stats(stats, {'losses/xe': XE, 'losses/vat': kl_, 'losses/entmin': ent}, rtol=1e-3)
+    assert_stats(stats, {'losses/xe': XE, 'losses/vat': kl_, 'losses/entmin': ent, GUESS: p},
+                 rtol=1e-3)
     np.testing.assert_allclose(loss, XE + 0.3 * 0.25 * kl_ + 0.06 * ent, rtol=1e-4)
     expect = (D_XE + 0.075 * adv.T @ (softmax(adv @ W) - p) / len(u)
               + 0.06 * flat(u).T @ d_entropy(zu) / len(u))
@@ -222,7 +227,8 @@ def test_uda():
     assert model.calls == [(3 + 2 * 6, True, True)]
     assert_stats(stats, {'losses/xe': xe_, 'losses/kl': kl_, 'losses/entropy': ent,
                          'monitors/mask': 0.5, 'monitors/tsa_kept': 2 / 3,
-                         'monitors/label_acc': acc})
+                         'monitors/label_acc': acc, GUESS: target, MASK: mask,
+                         LABELED_MASK: keep})
     np.testing.assert_allclose(loss, xe_ + 1.5 * kl_ + 0.1 * ent, rtol=1e-5)
     expect = (flat(X).T @ (keep[:, None] * (px - onehot(LABEL))) / keep.sum()
               + 1.5 * flat(U[1]).T @ (mask[:, None] * (softmax(zs) - target)) / 6

@@ -58,8 +58,14 @@ def test_run_folder_checkpoints_and_summaries(ml_data, tmp_path):
     for path in glob.glob(os.path.join(run, 'tf', 'events.*')):
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
+                array = tf.make_ndarray(value.tensor)   # images and histograms: not scalars
                 tags.setdefault(value.tag, []).append(
-                    (event.step, float(tf.make_ndarray(value.tensor))))
+                    (event.step, float(array) if array.ndim == 0 else array))
+    # The first step's inputs (RealMix: two weak views), the evaluation's pictures, the monitors.
+    assert [s for s, _ in tags['inputs/unlabeled_2_weak']] == [0]
+    assert [s for s, _ in tags['eval/confusion_matrix']] == [1024, 2048]
+    assert 0 < tags['collapse/largest_class_share'][0][1] <= 1
+    assert 'collapse/mask_rate' not in tags   # RealMix masks only with --percent_mask
     for tag in ('losses/xe', 'losses/l2u', 'losses/overall', 'losses/min_unsup_prob',
                 'losses/mean_unsup_prob', 'losses/max_unsup_prob', 'losses/val_loss',
                 'accuracy_train_labeled', 'accuracy_valid', 'accuracy_test', 'f1_score/macro',
