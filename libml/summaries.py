@@ -1,9 +1,10 @@
 """What a run shows in TensorBoard besides its scalar tags (README, "Monitoring").
 
 - HParams: RUN/hparams/ holds the run's hyper-parameters (an HParams session) and, at each
-  evaluation, its evaluated accuracies `accuracy_test` and `accuracy_valid`. A folder of its own,
-  because the HParams dashboard takes every scalar tag of a session's folder as a metric: so its
-  table and parallel-coordinates view show these two, not the forty tags of RUN/tf.
+  evaluation, its evaluated accuracies as `hparams/accuracy_test` and `hparams/accuracy_valid`. A
+  folder of its own, because the HParams dashboard takes every scalar tag of a session's folder as
+  a metric: so its table and parallel-coordinates view show these two, not the forty tags of
+  RUN/tf. Tags of their own, so the scalars dashboard does not draw each accuracy twice.
 - Images (RUN/tf, unless --noimage_summaries): `inputs/*` once at the start of a run (not on
   resume), the training images as the model receives them, one grid per view; at each evaluation
   `eval/confusion_matrix` and `eval/confident_errors` (the test images the model gets most
@@ -31,7 +32,8 @@ from libml.algorithm import GUESS, LABELED_MASK, MASK
 CLASS_COUNTS = 'collapse/class_counts'  # per step and replica, averaged over a period
 
 HPARAMS_FOLDER = 'hparams'
-HPARAMS_METRICS = ('accuracy_test', 'accuracy_valid')
+HPARAMS_METRICS = {'hparams/accuracy_test': 'accuracy_test',     # tag: evaluation result
+                   'hparams/accuracy_valid': 'accuracy_valid'}
 ERRORS_SHOWN = 8       # test images in eval/confident_errors
 INPUTS_SHOWN = 32      # images per grid of inputs/*
 MIN_CELL = 48          # pixels: small images (digits are 8x8) are enlarged to at least this
@@ -153,20 +155,21 @@ def confusion_pixels(labels, predicted, class_names):
     from sklearn.metrics import confusion_matrix
     k = len(class_names)
     matrix = confusion_matrix(labels, predicted, labels=np.arange(k))
-    size = min(12, 3 + 0.45 * k)
-    figure = Figure(figsize=(size, size), dpi=72)
+    # TensorBoard shows an image about 400 pixels wide: a small figure keeps the names legible.
+    size = min(12, 2.5 + 0.3 * k)
+    figure = Figure(figsize=(size, size), dpi=80)
     axes = figure.add_subplot()
     axes.imshow(matrix, cmap='Blues')
     ticks = np.arange(k)
     labels_shown = k <= 40  # more names would overlap
-    axes.set_xticks(ticks, class_names if labels_shown else [], rotation=90, fontsize=8)
-    axes.set_yticks(ticks, class_names if labels_shown else [], fontsize=8)
+    axes.set_xticks(ticks, class_names if labels_shown else [], rotation=90, fontsize=9)
+    axes.set_yticks(ticks, class_names if labels_shown else [], fontsize=9)
     axes.set_xlabel('predicted')
     axes.set_ylabel('true')
     if k <= 20:
         limit = matrix.max() / 2
         for (t, p), count in np.ndenumerate(matrix):
-            axes.text(p, t, str(count), ha='center', va='center', fontsize=7,
+            axes.text(p, t, str(count), ha='center', va='center', fontsize=8,
                       color='white' if count > limit else 'black')
     figure.tight_layout()
     return _figure_pixels(figure)
@@ -188,15 +191,18 @@ def confident_errors_pixels(pixels, labels, probs, class_names, count=ERRORS_SHO
         return None
     predicted = probs.argmax(1)
     from matplotlib.figure import Figure
-    figure = Figure(figsize=(1.6 * len(chosen), 2.0), dpi=72)
+    # Two columns: TensorBoard shows an image about 400 pixels wide, so a row of eight would
+    # shrink the names below legibility.
+    rows = -(-len(chosen) // 2)
+    figure = Figure(figsize=(4.0, 2.0 * rows), dpi=80)
     for i, index in enumerate(chosen, 1):
-        axes = figure.add_subplot(1, len(chosen), i)
+        axes = figure.add_subplot(rows, 2, i)
         image = pixels[index]
         axes.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap='gray',
                     interpolation='nearest', vmin=0, vmax=255)
         axes.set_title(f'true {class_names[labels[index]]}\npredicted '
                        f'{class_names[predicted[index]]} {probs[index, predicted[index]]:.2f}',
-                       fontsize=8)
+                       fontsize=10)
         axes.axis('off')
     figure.tight_layout()
     return _figure_pixels(figure)
@@ -239,8 +245,8 @@ class HParamsLog:
     a run of an older version gets one when it resumes) and its evaluated accuracies."""
 
     def __init__(self, run_dir, values, trial_id):
-        """trial_id: the run's name in the dashboard (DATASET/RUN: runs of one trial id are
-        grouped)."""
+        """trial_id: the run's name in the dashboard's first column (unique: sessions of one
+        trial id are grouped)."""
         new = not has_hparams(run_dir)
         self.writer = tf.summary.create_file_writer(os.path.join(run_dir, HPARAMS_FOLDER))
         if new:
@@ -250,9 +256,9 @@ class HParamsLog:
 
     def write(self, results, step):
         with self.writer.as_default(step=step):
-            for tag in HPARAMS_METRICS:
-                if tag in results:
-                    tf.summary.scalar(tag, results[tag])
+            for tag, result in HPARAMS_METRICS.items():
+                if result in results:
+                    tf.summary.scalar(tag, results[result])
         self.writer.flush()
 
     def close(self):

@@ -300,7 +300,7 @@ class Trainer:
             return
         writer = self.chief and tf.summary.create_file_writer(os.path.join(self.run_dir, 'tf'))
         hparams = self.chief and summaries.HParamsLog(
-            self.run_dir, self._hparams(), os.path.relpath(self.run_dir, cfg.train_dir))
+            self.run_dir, self._hparams(), f'{os.path.basename(self.run_dir)} ({ds.name})')
         share = cfg.collapse_share if cfg.collapse_share != -1 else \
             summaries.default_collapse_share(ds.nclass)
         watch = summaries.CollapseWatch(share, cfg.collapse_reports, ds.class_names)

@@ -229,7 +229,8 @@ def test_tensorboard_shows_scalars_images_histograms_and_hparams(logdir, tmp_pat
         assert 'accuracy_test' in scalars[f"{runs['old'][0]}/tf"]   # the old run still shows
         for run in hp_runs:
             assert set(scalars[run]) == set(summaries.HPARAMS_METRICS)
-        query = urllib.parse.urlencode({'run': f'{fixmatch_run}/hparams', 'tag': 'accuracy_test'})
+        query = urllib.parse.urlencode({'run': f'{fixmatch_run}/hparams',
+                                        'tag': 'hparams/accuracy_test'})
         points = server.get(f'plugin/scalars/scalars?{query}')
         assert [p[1] for p in points] == [1024, 2048, 3072]
         assert points[-1][2] == pytest.approx(results['accuracy_test'])
@@ -263,15 +264,17 @@ def test_tensorboard_shows_scalars_images_histograms_and_hparams(logdir, tmp_pat
             'allowedStatuses': ['STATUS_UNKNOWN', 'STATUS_SUCCESS', 'STATUS_FAILURE',
                                 'STATUS_RUNNING']})['sessionGroups']
         by_name = {g['name']: g for g in groups}
-        assert set(by_name) == {fixmatch_run, supervised_run}   # the old run has no session
+        trial = lambda run: '{1} ({0})'.format(*run.split('/'))   # RUN (DATASET)
+        assert set(by_name) == {trial(fixmatch_run), trial(supervised_run)}   # not the old run
+        fixmatch_run, supervised_run = trial(fixmatch_run), trial(supervised_run)
         fm = by_name[fixmatch_run]
         assert fm['hparams']['algorithm'] == 'FixMatch' and fm['hparams']['train_kimg'] == 2
         assert by_name[supervised_run]['hparams']['algorithm'] == 'FSBaseline'
         final = {m['name']['tag']: m['value'] for m in fm['metricValues']}
-        assert final['accuracy_test'] == pytest.approx(results['accuracy_test'])
-        assert final['accuracy_valid'] == pytest.approx(results['accuracy_valid'])
+        assert final['hparams/accuracy_test'] == pytest.approx(results['accuracy_test'])
+        assert final['hparams/accuracy_valid'] == pytest.approx(results['accuracy_valid'])
         final = {m['name']['tag']: m['value'] for m in by_name[supervised_run]['metricValues']}
-        assert final['accuracy_test'] == pytest.approx(supervised_results['accuracy_test'])
+        assert final['hparams/accuracy_test'] == pytest.approx(supervised_results['accuracy_test'])
     finally:
         server.stop()
 
