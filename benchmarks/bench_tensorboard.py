@@ -65,7 +65,8 @@ def train(args, folder, images):
 
 
 def direct_cost(dataset):
-    """Seconds of one evaluation's images + histogram, and of the start's input grids."""
+    """CPU seconds of this process for one evaluation's images + histogram, and for the start's
+    input grids (CPU time: other processes on the machine barely change it)."""
     import numpy as np
     import tensorflow as tf
     from libml import datasets, summaries
@@ -77,14 +78,14 @@ def direct_cost(dataset):
     batch = {'x': pixels[:32], 'u': np.stack([pixels[:32]] * 2)}
     times = {'evaluation': [], 'start': []}
     with writer.as_default(step=0):
-        for _ in range(TINY_TIMING_REPEATS):
-            start = time.perf_counter()
+        for _ in range(TINY_TIMING_REPEATS):   # the median leaves out the first (imports)
+            start = time.process_time()
             summaries.write_evaluation_images(pixels, labels, probs, ds.class_names)
             summaries.write_collapse(rng.random(ds.nclass))
-            times['evaluation'].append(time.perf_counter() - start)
-            start = time.perf_counter()
+            times['evaluation'].append(time.process_time() - start)
+            start = time.process_time()
             summaries.write_inputs(batch, ('weak', 'weak'))
-            times['start'].append(time.perf_counter() - start)
+            times['start'].append(time.process_time() - start)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -120,10 +121,11 @@ def main():
         print(f'  {label:4s} seconds, median of {args.repeats}: images on {on:.1f}, off {off:.1f}: '
               f'{100 * (on / off - 1):+.1f}% (side by side; noise: the spread of the runs above)')
     per_run = cost['evaluation'] * evaluations + cost['start']
-    train_s = med[False][0]
-    print(f'  direct: one evaluation\'s images and histogram {1000 * cost["evaluation"]:.0f} ms, '
-          f'the start\'s input grids {1000 * cost["start"]:.0f} ms; {per_run:.1f} s per run = '
-          f'{100 * per_run / train_s:.2f}% of this run\'s training time; at 128 kimg (8 '
+    train_s = med[False][1]   # CPU seconds, as the direct cost
+    print(f'  direct, CPU time: one evaluation\'s images and histogram '
+          f'{1000 * cost["evaluation"]:.0f} ms, the start\'s input grids '
+          f'{1000 * cost["start"]:.0f} ms; {per_run:.1f} s per run = '
+          f'{100 * per_run / train_s:.2f}% of this run\'s training CPU time; at 128 kimg (8 '
           f'evaluations, {128 / args.train_kimg:g}x the steps): '
           f'{100 * per_run / (train_s * 128 / args.train_kimg):.2f}% (goal: under 2%)')
     print(f'  event files: {med[True][2] / 1e6:.2f} MB with images, {med[False][2] / 1e6:.2f} MB '

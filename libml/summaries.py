@@ -204,7 +204,9 @@ def confident_errors_pixels(pixels, labels, probs, class_names, count=ERRORS_SHO
                        f'{class_names[predicted[index]]} {probs[index, predicted[index]]:.2f}',
                        fontsize=10)
         axes.axis('off')
-    figure.tight_layout()
+    # Fixed margins: tight_layout measured every title and took most of the time.
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / rows / 2.0,
+                           hspace=0.45)
     return _figure_pixels(figure)
 
 
