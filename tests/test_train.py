@@ -15,7 +15,7 @@ from conftest import REPO, assert_ok, assert_user_error, make_ssl_dataset, run_s
 import libml  # noqa: F401
 import tensorflow as tf
 
-from libml import datasets, train
+from libml import datasets, runs, train
 from libml.utils import UserError
 
 import realmix  # at the repository root, on sys.path via conftest
@@ -126,7 +126,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(ml_data, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    saved = tf.train.latest_checkpoint(glob.glob(f'{tmp_path}/*/*/tf')[0])
+    # The newest complete checkpoint, as the trainer resumes: the kill may land after the
+    # checkpoint's files and before TensorFlow's state file names it (runs.newest_checkpoint).
+    saved = runs.newest_checkpoint(glob.glob(f'{tmp_path}/*/*/tf')[0], say=lambda _: None)
     assert saved, 'no checkpoint within the deadline'
     done = int(saved.rsplit('-', 1)[1])
     assert done >= 2048
@@ -195,7 +197,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices('CPU')[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from conftest import make_ssl_dataset
-from libml import datasets, train
+from libml import datasets, runs, train
 from libml.baselines import Supervised
 import realmix
 name = make_ssl_dataset({ml_data!r}) + '-6'
