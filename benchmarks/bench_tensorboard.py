@@ -54,7 +54,7 @@ def train(args, folder, images):
                f'--train_kimg={args.train_kimg}', f'--report_kimg={args.report_kimg}',
                f'--save_kimg={args.train_kimg}', *DIGITS_FLAGS,
                '--image_summaries' if images else '--noimage_summaries']
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode:
         sys.exit(f'error: {" ".join(command)} failed:\n{done.stderr[-2000:]}')
     (run,) = glob.glob(os.path.join(folder, '*', '*', 'tf'))

@@ -1,5 +1,6 @@
 """Shared fixtures: a private $ML_DATA per test and a runner for the command-line scripts."""
 import os
+import socket
 import subprocess
 import sys
 
@@ -25,6 +26,13 @@ def run_script(*args, cwd=REPO, env=None, timeout=600):
     full_env = dict(os.environ, **(env or {}))  # TensorFlow's log level: libml's default
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def free_port():
+    """A TCP port of 127.0.0.1 that is free now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def assert_ok(result):

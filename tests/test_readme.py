@@ -23,7 +23,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ import urllib.request
 import numpy as np
 
 import readme_data
-from conftest import REPO
+from conftest import REPO, free_port
 
 README = os.path.join(REPO, 'README.md')
 # What the README's relative paths need: linked into the working folder.
@@ -188,12 +187,6 @@ def test_readme_blocks_and_substitutions():
 
 # ----------------------------------------------------------------------------------------------
 # Running.
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
 
 def tail(text, n=4000):
     return text if len(text) <= n else '...' + text[-n:]

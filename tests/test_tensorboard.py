@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import make_ssl_dataset
+from conftest import free_port, make_ssl_dataset
 
 import libml  # noqa: F401
 import tensorflow as tf
@@ -91,15 +90,15 @@ def test_confident_errors_and_pictures():
 
 
 def test_hparam_values_keep_what_hparams_can_show():
-    values = summaries.hparam_values(dict(lr=np.float32(0.5), batch=np.int64(4), name='a',
-                                          ema_warmup=True, class_names=['a'], missing=None))
-    assert values == dict(lr=0.5, batch=4, name='a', ema_warmup=True)
+    values = summaries.hparam_values({'lr': np.float32(0.5), 'batch': np.int64(4), 'name': 'a',
+                                      'ema_warmup': True, 'class_names': ['a'], 'missing': None})
+    assert values == {'lr': 0.5, 'batch': 4, 'name': 'a', 'ema_warmup': True}
     assert type(values['lr']) is float and type(values['batch']) is int
 
 
-@pytest.mark.parametrize('changes, flag', [(dict(collapse_share=1.5), '--collapse_share=1.5'),
-                                           (dict(collapse_share=0.0), '--collapse_share=0.0'),
-                                           (dict(collapse_reports=0), '--collapse_reports=0')])
+@pytest.mark.parametrize('changes, flag', [({'collapse_share': 1.5}, '--collapse_share=1.5'),
+                                           ({'collapse_share': 0.0}, '--collapse_share=0.0'),
+                                           ({'collapse_reports': 0}, '--collapse_reports=0')])
 def test_bad_collapse_flags(changes, flag):
     with pytest.raises(UserError, match=flag):
         Config(**changes).check()
@@ -107,8 +106,8 @@ def test_bad_collapse_flags(changes, flag):
 
 # -- tiny runs, read through a real TensorBoard server ---------------------------------------------
 
-TINY = dict(batch=8, filters=4, repeat=1, report_kimg=1, save_kimg=1, augment='svhn',
-            eval_batch=64)
+TINY = {'batch': 8, 'filters': 4, 'repeat': 1, 'report_kimg': 1, 'save_kimg': 1,
+        'augment': 'svhn', 'eval_batch': 64}
 
 
 @pytest.fixture(scope='module')
@@ -160,12 +159,6 @@ def test_console_warns_of_collapse_once_the_streak_is_long_enough(logdir):
     assert runs['fixmatch resumed'][2].count('warning: class') == 0  # a new streak after resume
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """`tensorboard --logdir` on a free loopback port, stopped on exit."""
 
@@ -189,7 +182,7 @@ class Server:
     def wait_for(self, runs, timeout=180):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            assert self.process.poll() is None, open(self.log.name).read()
+            assert self.process.poll() is None, self.output()
             try:
                 listed = self.get('runs')
                 if set(runs) <= set(listed):
@@ -198,7 +191,11 @@ class Server:
                 pass   # not listening yet
             time.sleep(1)
         raise AssertionError(f'TensorBoard did not list {runs} in {timeout} s:\n'
-                             + open(self.log.name).read()[-3000:])
+                             + self.output()[-3000:])
+
+    def output(self):
+        with open(self.log.name, errors='replace') as f:
+            return f.read()
 
     def stop(self):
         if self.process.poll() is None:
