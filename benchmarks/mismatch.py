@@ -5,7 +5,8 @@ labeled data lack? (The class-mismatch claim of arXiv 1912.08766; README 2.3's r
     python benchmarks/mismatch.py                 # digits, 10 labels per class, seeds 1,2 (~1 h)
     python benchmarks/mismatch.py --quick         # one seed, levels 0 and 100 % (a smoke test)
 
-Data (for every split seed S; the real entry points, as subprocesses):
+Data (for every split seed S; the entry points as subprocesses, the filters in this process
+through filter_dataset.py's library call, libml/class_filter.py):
   scripts/create_datasets.py digits (when missing) and scripts/create_split.py --class_balance:
     {name}.S@{10 N}: N labels of each class of a 10-class dataset (more classes: N of each).
   filter_dataset.py --class_filter=2,3,4,5,6,7 on the label file, the test file and the
@@ -22,7 +23,7 @@ Data (for every split seed S; the real entry points, as subprocesses):
     then the level's unlabeled images minus those, M of each of its 4 classes (M = the smallest
       class count over all levels, a seeded draw), so every level has 4 M unlabeled images and
       exactly L % of them are out of distribution: only the mismatch changes.
-Methods (each trained --train_kimg kimg with the same trainer flags and training seed S):
+Methods (--methods; each trained --train_kimg kimg with the same trainer flags and seed S):
   Supervised      fully_supervised/fs_baseline.py on the 6 N labeled images (once per seed:
                   no unlabeled data, so the same at every level)
   MixMatch        realmix.py --tsa=none --percent_mask=-1
@@ -38,7 +39,13 @@ every seed; the first seed's RealMix runs are those of the chosen candidate.
 Output: a table of test accuracy (mean ± std over seeds) per method and level and the paired
 difference to the supervised baseline, written to {out}/{name}_mismatch.csv; a plot of accuracy
 against mismatch (one line per method, error bars = std over seeds) in {name}_mismatch.png; all
-numbers and the mask selection in {name}_mismatch.json. Runs go to
+numbers and the mask selection in {name}_mismatch.json. RealMix's mask against the known
+out-of-distribution images (label -1), per level and seed, in {name}_mismatch_mask.csv and
+printed: precision (of the dropped examples, the share out of distribution) and recall (of the
+out-of-distribution examples, the share dropped), the means of the trainer's ood/* monitors over
+the run's reports (libml/summaries.py). At 100 % every training image is out of distribution, so
+recall = the dropped share there by construction: the levels between are the informative ones.
+Runs go to
 {train_dir}/{name}6.S@{10 N}_kimg{K}/; re-running the same command reuses finished runs and
 resumes interrupted ones (benchmarks/compare.py's ledger), and reuses the data files.
 """
@@ -68,6 +75,8 @@ KIMG = 24
 # 97.2% vs 96.8% test, 53 s vs 97 s), so the default run fits in an hour.
 DIGITS_ARGS = '--augment=svhn --batch=32 --filters=16 --repeat=2 --scales=2'
 METHODS = ['Supervised', 'MixMatch', 'RealMix', 'FixMatch', 'LabelSpreading']
+REQUIRED = ('Supervised', 'RealMix')   # the claim compares these two
+MARKERS = dict(zip(METHODS, 'sod^v'))
 LS_LABEL = 'LabelSpreading knn k=7'     # compare.sklearn_references' knn row with --ls_knn=7
 
 
@@ -83,6 +92,9 @@ def parse_args(argv=None):
     p.add_argument('--tsa', default='linear_schedule', help="RealMix's --tsa")
     p.add_argument('--train_kimg', type=int, default=None, help=f'kimg per trained model '
                    f'(default {KIMG}; 4 with --quick)')
+    p.add_argument('--methods', default=','.join(m.lower() for m in METHODS),
+                   help=f'subset of {",".join(m.lower() for m in METHODS)} (supervised and realmix '
+                   'are required)')
     p.add_argument('--fixmatch_args', default='', help='extra flags for fixmatch.py only')
     p.add_argument('--quick', action='store_true', help='first seed, levels 0 and 100, 4 kimg: a '
                    'smoke test whose numbers mean nothing')
@@ -96,6 +108,12 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     compare.parse_seeds(p, args)     # also checks --dataset
     args.level_list = _ints(p, 'levels', args.levels)
+    by_key = {m.lower(): m for m in METHODS}
+    chosen = {x.strip().lower() for x in args.methods.split(',') if x.strip()}
+    if chosen - set(by_key) or not {m.lower() for m in REQUIRED} <= chosen:
+        p.error(f'--methods={args.methods}: choose among {",".join(by_key)}, with supervised and '
+                'realmix')
+    args.method_list = [m for m in METHODS if m.lower() in chosen]
     if set(args.level_list) - set(LEVELS):
         p.error(f'--levels={args.levels}: choose among {",".join(map(str, LEVELS))}')
     try:
@@ -159,10 +177,14 @@ class Names:
         return f'{self.stem(seed, level)}-{self.valid}'
 
 
-def filter_file(classes, source, target, env, title):
+def filter_file(classes, source, target, title):
+    """What `filter_dataset.py --class_filter=CLASSES --filter_dataset=SOURCE --save_name=TARGET`
+    does, in this process (its library call: each entry point would start TensorFlow again)."""
     if not os.path.exists(target + '.json'):
-        compare.run_script(['filter_dataset.py', f'--class_filter={",".join(map(str, classes))}',
-                            f'--filter_dataset={source}', f'--save_name={target}'], env, title, TOOL)
+        from libml import class_filter
+        print(f'-- {title}', flush=True)
+        kept, total = class_filter.filter_records(source, target, ','.join(map(str, classes)))
+        print(f'   {kept} of {total} records -> {target}', flush=True)
 
 
 def prepare_seed(args, names, seed, env):
@@ -171,14 +193,14 @@ def prepare_seed(args, names, seed, env):
     from libml import records
     split_unlabel = names.ssl(f'{names.split(seed)}-unlabel.tfrecord')
     filter_file(KEPT, names.ssl(f'{names.split(seed)}-label.tfrecord'),
-                names.ssl(f'{names.stem(seed)}-label.tfrecord'), env,
+                names.ssl(f'{names.stem(seed)}-label.tfrecord'),
                 f'Labeled images of {names.base}.{seed}: classes {KEPT} -> 0..5')
     # The kept classes of the unlabeled file: its first images are the validation images.
-    filter_file(KEPT, split_unlabel, names.ssl(f'{names.stem(seed)}-unlabel.tfrecord'), env,
+    filter_file(KEPT, split_unlabel, names.ssl(f'{names.stem(seed)}-unlabel.tfrecord'),
                 f'In-distribution unlabeled images of {names.base}.{seed} (validation pool)')
     for level in args.level_list:
         filter_file(LEVELS[level], split_unlabel,
-                    names.ssl(f'{names.stem(seed, level)}-filtered.tfrecord'), env,
+                    names.ssl(f'{names.stem(seed, level)}-filtered.tfrecord'),
                     f'Unlabeled images of mismatch {level}%: classes {LEVELS[level]}')
     labels = np.concatenate([b['label'] for b in records.read_records(split_unlabel)])
     valid = validation_positions(labels, args.valid_per_class, split_unlabel)
@@ -262,7 +284,7 @@ def trained(args, names, seed, env, key, title, cmd, prefix):
     test, seconds, fit, run_dir = compare.run_trained(key, title, prefix, cmd, train_dir,
                                                       args.train_kimg << 10, env, TOOL)
     return {'test': test, 'train': fit, 'valid': last_scalar(run_dir, 'accuracy_valid'),
-            'seconds': seconds}
+            'seconds': seconds, 'mask': {name: mean_scalar(run_dir, tag) for name, tag in OOD_TAGS}}
 
 
 def seed_dir(args, names, seed):
@@ -274,6 +296,19 @@ def last_scalar(run_dir, tag):
     from libml import events
     by_step, _, _ = events.read_scalars(events.event_files(run_dir), tag)
     return by_step[max(by_step)] if by_step else None
+
+
+# The trainer's monitors of the mask against the known out-of-distribution images (label -1):
+# libml/summaries.py, written per report period of runs trained since they exist.
+OOD_TAGS = (('share', 'ood/share'), ('precision', 'ood/mask_precision'),
+            ('recall', 'ood/mask_recall'), ('kept', 'collapse/mask_rate'))
+
+
+def mean_scalar(run_dir, tag):
+    """The mean of `tag` over the run's reports (periods of equal length), or None."""
+    from libml import events
+    by_step, _, _ = events.read_scalars(events.event_files(run_dir), tag)
+    return statistics.mean(by_step.values()) if by_step else None
 
 
 def commands(args, names, seed, algorithm='realmix'):
@@ -310,6 +345,15 @@ def fixmatch(args, names, seed, level, env):
     cmd = ['fixmatch.py', f'--dataset={names.dataset(seed, level)}', *common, *own]
     return trained(args, names, seed, env, f'fixmatch_{level}',
                    f'FixMatch, mismatch {level}%, seed {seed}', cmd, 'FixMatch')
+
+
+def train_method(args, names, seed, level, env, method, mask):
+    """One semi-supervised method's result at one level (RealMix with the chosen mask)."""
+    if method == 'LabelSpreading':
+        return label_spreading(args, names, seed, level)
+    if method == 'FixMatch':
+        return fixmatch(args, names, seed, level, env)
+    return semi_supervised(args, names, seed, level, env, mask if method == 'RealMix' else None)
 
 
 def label_spreading(args, names, seed, level):
@@ -349,7 +393,7 @@ def summarize(args, results):
     """Rows of the table: one per method and level, with mean, std and the paired difference to
     the supervised baseline over the seeds."""
     rows = []
-    for method in METHODS:
+    for method in args.method_list:
         for level in args.level_list:
             acc = [results[method][level][s]['test'] for s in args.seed_list]
             diff = [a - results['Supervised'][level][s]['test']
@@ -379,6 +423,46 @@ def write_csv(path, rows):
             writer.writerow({k: f'{v:.2f}' if isinstance(v, float) else v for k, v in row.items()})
 
 
+MASK_COLUMNS = ['mismatch_pct', 'seed', 'ood_share', 'dropped', 'precision', 'recall']
+
+
+def mask_rows(args, results):
+    """RealMix's mask against the out-of-distribution images, per level and seed: the shares of
+    the run's reports averaged (None where the run predates the monitors or has no OOD image)."""
+    rows = []
+    for level in args.level_list:
+        for seed in args.seed_list:
+            m = results['RealMix'][level][seed]['mask']
+            rows.append({'mismatch_pct': level, 'seed': seed, 'ood_share': m['share'],
+                         'dropped': None if m['kept'] is None else 1 - m['kept'],
+                         'precision': m['precision'], 'recall': m['recall']})
+    return rows
+
+
+def write_mask_csv(path, rows):
+    from libml.files import atomic_output
+    with atomic_output(path) as tmp, open(tmp, 'w', newline='') as f:
+        writer = csv.DictWriter(f, MASK_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: '' if v is None else f'{v:.4f}' if isinstance(v, float) else v
+                             for k, v in row.items()})
+
+
+def print_mask(rows, mask):
+    """The mask's precision and recall beside what a mask blind to the classes would get."""
+    print(f'\nRealMix\'s mask (p={mask:g}: drops the least confident share of each unlabeled '
+          'batch) against the out-of-distribution images (label -1), mean over the run\'s reports:')
+    print(f'{"mismatch":>9}{"seed":>6}{"OOD share":>11}{"dropped":>9}{"precision":>11}'
+          f'{"recall":>8}   (a blind mask: precision = OOD share, recall = dropped)')
+    pct = lambda v: f'{100 * v:.1f}%' if v is not None else '-'
+    for r in rows:
+        print(f'{r["mismatch_pct"]:>8}%{r["seed"]:>6}{pct(r["ood_share"]):>11}{pct(r["dropped"]):>9}'
+              f'{pct(r["precision"]):>11}{pct(r["recall"]):>8}')
+    if any(r['recall'] is None and r['mismatch_pct'] > 0 for r in rows):
+        print('  -: not recorded (a run trained before the trainer wrote ood/*: retrain to see).')
+
+
 def write_plot(path, args, rows, title):
     """Accuracy against mismatch %, one line per method, error bars = std over seeds."""
     import matplotlib
@@ -386,7 +470,8 @@ def write_plot(path, args, rows, title):
     import matplotlib.pyplot as plt
     from libml.files import atomic_output
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for method, marker in zip(METHODS, 'sod^v'):
+    for method in args.method_list:
+        marker = MARKERS[method]
         mine = [r for r in rows if r['method'] == method]
         ax.errorbar([r['mismatch_pct'] for r in mine], [r['mean'] for r in mine],
                     yerr=[r['std'] for r in mine], marker=marker, capsize=3, label=method,
@@ -409,7 +494,7 @@ def print_table(args, rows, mask, sizes, wall, seconds):
           'second line: minus Supervised (paired by seed)')
     head = f'{"method":<16}' + ''.join(f'{f"{lv}% mismatch":>17}' for lv in levels) + f'{"time":>9}'
     print(head + '\n' + '-' * len(head))
-    for method in METHODS:
+    for method in args.method_list:
         mine = {r['mismatch_pct']: r for r in rows if r['method'] == method}
         name = f'RealMix p={mask:g}' if method == 'RealMix' else method
         cells = ''.join(f'{_cell(mine[lv]):>17}' for lv in levels)
@@ -436,10 +521,9 @@ def verdict(args, rows):
              f'{"YES" if not below else "NO (below at " + ", ".join(f"{lv}%" for lv in below) + ")"}']
     if len(levels) > 1:
         lo, hi = min(levels), max(levels)
-        drops = {m: mean[m, lo] - mean[m, hi] for m in ('MixMatch', 'RealMix', 'FixMatch')}
-        lines.append(f'Drop from {lo}% to {hi}% mismatch: MixMatch {drops["MixMatch"]:+.2f} points, '
-                     f'FixMatch {drops["FixMatch"]:+.2f} points, '
-                     f'RealMix {drops["RealMix"]:+.2f} points (positive = accuracy lost)')
+        drops = ', '.join(f'{m} {mean[m, lo] - mean[m, hi]:+.2f} points'
+                          for m in args.method_list if (m, lo) in mean and m != 'Supervised')
+        lines.append(f'Drop from {lo}% to {hi}% mismatch: {drops} (positive = accuracy lost)')
     if len(args.seed_list) < 2:
         lines.append('(One seed: no spread; the numbers are not evidence.)')
     return lines
@@ -462,28 +546,27 @@ def main():
         compare.ensure_splits(argparse.Namespace(dataset=args.dataset, seed_list=args.seed_list,
                                                  labels=names.size), env, balanced=True, tool=TOOL)
         filter_file(KEPT, os.path.join(env['ML_DATA'], f'{args.dataset}-test.tfrecord'),
-                    os.path.join(env['ML_DATA'], f'{names.base}-test.tfrecord'), env,
+                    os.path.join(env['ML_DATA'], f'{names.base}-test.tfrecord'),
                     f'Test images of {names.base}: classes {KEPT} -> 0..5')
         sizes = {}
         for seed in args.seed_list:
             sizes = prepare_seed(args, names, seed, env)
     except UserError as e:
         sys.exit(f'{TOOL}: error: {e}')
-    results = {m: {lv: {} for lv in args.level_list} for m in METHODS}
+    results = {m: {lv: {} for lv in args.level_list} for m in args.method_list}
     mask, selection = choose_mask(args, names, env, results)
     for seed in args.seed_list:
         print(f'\n== Split {names.split(seed)}: {names.base}, seed {seed}', flush=True)
         sup = supervised(args, names, seed, env)
         for level in args.level_list:
             results['Supervised'][level][seed] = sup
-            results['MixMatch'][level][seed] = semi_supervised(args, names, seed, level, env)
-            results['FixMatch'][level][seed] = fixmatch(args, names, seed, level, env)
-            if seed not in results['RealMix'][level]:
-                results['RealMix'][level][seed] = semi_supervised(args, names, seed, level, env, mask)
-            results['LabelSpreading'][level][seed] = label_spreading(args, names, seed, level)
+            for method in ('MixMatch', 'FixMatch', 'RealMix', 'LabelSpreading'):
+                if method in results and seed not in results[method][level]:
+                    results[method][level][seed] = train_method(args, names, seed, level, env,
+                                                                method, mask)
     seconds = {m: sum(r['seconds'] for lv in args.level_list for s, r in results[m][lv].items()
                       if not (m == 'Supervised' and lv != args.level_list[0]))
-               for m in METHODS}
+               for m in args.method_list}
     rows = summarize(args, results)
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f'{args.dataset}_mismatch')
@@ -492,21 +575,26 @@ def main():
     write_csv(stem + '.csv', rows)
     write_plot(stem + '.png', args, rows, title)
     underfit = sorted({f'{m} ({"all levels" if m == "Supervised" else f"{lv}%"}, seed {s})'
-                       for m in METHODS[:4] for lv in args.level_list
+                       for m in args.method_list if m != 'LabelSpreading'
+                       for lv in args.level_list
                        for s, r in results[m][lv].items() if r['train'] < compare.UNDERFIT})
     lines = verdict(args, rows)
+    masked = mask_rows(args, results)
+    write_mask_csv(stem + '_mask.csv', masked)
     write_json(stem + '.json', {'settings': {k: v for k, v in vars(args).items()},
                                 'mask_selection': selection, 'chosen_mask': mask, 'rows': rows,
+                                'mask_vs_ood': masked,
                                 'verdict': lines, 'underfit': underfit,
                                 'unlabeled_per_level': {str(k): v for k, v in sizes.items()},
                                 'wall_seconds': time.time() - start})
     print_table(args, rows, mask, sizes, time.time() - start, seconds)
+    print_mask(masked, mask)
     if underfit:
         print(f'Flagged: evaluated weights classify < {compare.UNDERFIT:g}% of their own labeled '
               f'images (too short or diverged, not a measure of the method): {"; ".join(underfit)}')
     for line in lines:
         print(line)
-    print(f'Wrote {stem}.csv, {stem}.png, {stem}.json')
+    print(f'Wrote {stem}.csv, {stem}_mask.csv, {stem}.png, {stem}.json')
 
 
 if __name__ == '__main__':

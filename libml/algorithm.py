@@ -22,7 +22,8 @@ What the trainer gives `loss` (one replica's share of one step):
     'x'      uint8 [B, H, W, C]      the labeled images, augmented with the --augment preset
     'label'  int64 [B]
     'u'      uint8 [nu, U, H, W, C]  nu views of the same U = uratio * B unlabeled images
-    'u_label' int64 [U]              only when every unlabeled label is known; for monitors only
+    'u_label' int64 [U]              only when every unlabeled label is known (-1: out of
+                                     distribution, in a class-filtered file); for monitors only
     'draws'  draw(seed, B)           only if the algorithm has `draw`: its random numbers
 - `step`, a `Step`: the trained model, the EMA model, the image clock and the run's progress.
   Models are called as `model(images, training=..., update_stats=...)` on float pixel values in
@@ -39,7 +40,8 @@ scalar} (averaged over each report period and written to TensorBoard), plus, for
 monitors every semi-supervised method gets (libml/summaries.py), any of these per-example entries:
     GUESS         float [U, K]  the target distribution of each unlabeled example (the guessed
                                 label, the pseudo-label's probabilities, the teacher's prediction)
-    MASK          [U]           1 where an unlabeled example counts in the unlabeled loss
+    MASK          [U]           1 where an unlabeled example counts in the unlabeled loss ([nu * U]
+                                where each view is masked on its own, view-major, as RealMix's)
     LABELED_MASK  [B]           1 where a labeled example counts (training signal annealing)
 
 Optional attributes (defaults in brackets): `uratio` unlabeled images per labeled one [1];

@@ -36,7 +36,9 @@ class Part:
     `count`: records in the file (its metadata). Records at positions >= `stop` are not read
     (None: read all). With `exclude_below` > 0, records whose origin (the `source` feature, else
     the position) is below it are dropped. With `labeled_only`, records without a label (-1) are
-    dropped. `labels_known`: every record of the file has a label (its metadata says so).
+    dropped. `labels_known`: every record's label is known, from its metadata: a class, or -1
+    for an image of none of the model's classes (a file filtered with a class map, e.g. the
+    unlabeled files of section 2.3's mismatch experiment: -1 = out of distribution).
     """
     path: str
     count: int
@@ -131,9 +133,11 @@ def resolve(name, supervised=None, nclass=0, img_size=0, class_mapping=None):
 
 
 def _labels_known(meta):
-    """Whether every record of a file has a label (no -1 in its metadata's label counts)."""
+    """Whether every record's label is known: no -1 in its metadata's label counts, or -1 only
+    where the file's class map sent a known class (out of distribution, filter_dataset.py)."""
     counts = meta.get('label_counts')
-    return bool(counts) and all(int(label) >= 0 for label in counts)
+    mapped_out = any(k == -1 for k in (meta.get('class_map') or {}).values())
+    return bool(counts) and (mapped_out or all(int(label) >= 0 for label in counts))
 
 
 def _common_shape(files, meta, first):

@@ -16,6 +16,12 @@
   log K: 1 = even, 0 = one class), `collapse/mask_rate` (unlabeled examples that pass the method's
   mask) and `collapse/tsa_kept` (labeled examples TSA keeps); and a console warning when one class
   takes more than --collapse_share of the guesses for --collapse_reports reports in a row.
+- Out-of-distribution monitors (RUN/tf, a method with a `mask`, trained on an unlabeled file whose
+  labels are all known, some -1 = out of distribution: benchmarks/mismatch.py's data): per report
+  period, `ood/share` (unlabeled examples out of distribution), `ood/mask_precision` (of the
+  examples the mask drops, the share out of distribution; chance = ood/share) and
+  `ood/mask_recall` (of the out-of-distribution examples, the share dropped; chance = the drop
+  rate). Ratios of the period's sums; not written in a period without out-of-distribution images.
 """
 import glob
 import math
@@ -30,6 +36,9 @@ from tensorboard.plugins.hparams import api as hp
 from libml.algorithm import GUESS, LABELED_MASK, MASK
 
 CLASS_COUNTS = 'collapse/class_counts'  # per step and replica, averaged over a period
+# Shares of the unlabeled examples, per step, averaged over a period: dropped by the mask and out
+# of distribution, dropped, out of distribution (their ratios are the precision and recall).
+OOD_SHARES = ('ood/dropped_and_ood', 'ood/dropped', 'ood/ood')
 
 HPARAMS_FOLDER = 'hparams'
 HPARAMS_METRICS = {'hparams/accuracy_test': 'accuracy_test',     # tag: evaluation result
@@ -41,9 +50,10 @@ MIN_CELL = 48          # pixels: small images (digits are 8x8) are enlarged to a
 
 # -- collapse monitors ---------------------------------------------------------------------------
 
-def collapse_tensors(summaries, nclass):
+def collapse_tensors(summaries, nclass, u_label=None):
     """Removes the per-example entries from an algorithm's `summaries` (a dict, changed in place)
-    and returns fixed-size tensors for them, to be averaged over steps like the scalars."""
+    and returns fixed-size tensors for them, to be averaged over steps like the scalars.
+    u_label: int [U], the unlabeled batch's true labels (-1 = out of distribution), if known."""
     out = {}
     guess = summaries.pop(GUESS, None)
     if guess is not None:
@@ -52,6 +62,33 @@ def collapse_tensors(summaries, nclass):
         mask = summaries.pop(key, None)
         if mask is not None:
             out[tag] = tf.reduce_mean(tf.cast(mask, tf.float32))
+            if key == MASK and u_label is not None:
+                out.update(ood_shares(tf.cast(mask, tf.float32), u_label))
+    return out
+
+
+def ood_shares(mask, u_label):
+    """OOD_SHARES of one step. mask [n * U] (n views of the U unlabeled images, view-major, as
+    RealMix masks its mixed views), u_label [U]."""
+    views = tf.shape(mask)[0] // tf.shape(u_label)[0]
+    ood = tf.cast(tf.tile(u_label < 0, [views]), tf.float32)
+    dropped = 1 - mask
+    return dict(zip(OOD_SHARES, (tf.reduce_mean(dropped * ood), tf.reduce_mean(dropped),
+                                 tf.reduce_mean(ood))))
+
+
+def write_ood(means):
+    """Pops OOD_SHARES from a report period's `means` and writes the ood/* scalars; returns
+    {'share', 'precision', 'recall'} (the ones defined) or None."""
+    shares = [means.pop(k, None) for k in OOD_SHARES]
+    if shares[0] is None or not shares[2] > 0:
+        return None
+    dropped_ood, dropped, ood = (float(v) for v in shares)
+    out = {'share': ood, 'recall': dropped_ood / ood}
+    if dropped > 0:
+        out['precision'] = dropped_ood / dropped
+    for name, value in out.items():
+        tf.summary.scalar(f'ood/mask_{name}' if name != 'share' else 'ood/share', value)
     return out
 
 

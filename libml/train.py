@@ -123,7 +123,7 @@ class Trainer:
             if replicas > 1:
                 grads = tf.distribute.get_replica_context().all_reduce('sum', grads)
             stats = dict(stats)
-            stats.update(summaries.collapse_tensors(stats, nclass))
+            stats.update(summaries.collapse_tensors(stats, nclass, batch.get('u_label')))
             stats.setdefault('losses/overall', loss)
             if not loss_scale:
                 update(grads, lr)
@@ -383,6 +383,7 @@ class Trainer:
         """The scalars of one report (period means of the step's summaries, the evaluation), the
         collapse monitors and the evaluation images; returns a collapse warning or None."""
         counts = means.pop(summaries.CLASS_COUNTS, None)
+        summaries.write_ood(means)
         for k, v in {**means, **results}.items():
             tf.summary.scalar(k, float(v))
         warning = None

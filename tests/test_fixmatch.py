@@ -10,7 +10,7 @@ from conftest import make_images, make_ssl_dataset, write_records
 import libml  # noqa: F401
 import tensorflow as tf
 
-from libml import datasets, events, pipeline, randaugment, train
+from libml import datasets, events, files, pipeline, randaugment, records, train
 from libml.algorithm import Step
 from libml.utils import UserError
 
@@ -105,6 +105,21 @@ def test_unknown_unlabeled_labels_are_not_delivered(ml_data):
     assert not dataset.unlabeled.labels_known
     batch = next(iter(pipeline.train_batches(dataset, 4, 1, 'svhn', 0, 0, uratio=2)))
     assert 'u_label' not in batch and batch['u'].shape == (1, 8, 8, 8, 1)
+
+
+def test_out_of_distribution_labels_of_a_filtered_file_are_delivered(ml_data):
+    """-1 from a class map (filter_dataset.py: a known class outside the model's) is a label."""
+    name = make_ssl_dataset(str(ml_data))
+    path = str(ml_data / 'SSL' / f'{name}-unlabel.tfrecord')
+    x, _ = make_images(20, (8, 8, 1), 3, seed=4)
+    write_records(path, x, np.array([-1, 0, 1, 2] * 5), 3)
+    meta = records.read_meta(path)
+    assert not datasets.resolve(name + '-0').unlabeled.labels_known   # -1 of unknown meaning
+    files.write_json(path + '.json', dict(meta, class_map={'0': 0, '1': 1, '2': 2, '7': -1}))
+    dataset = datasets.resolve(name + '-0')
+    assert dataset.unlabeled.labels_known
+    batch = next(iter(pipeline.train_batches(dataset, 4, 1, 'svhn', 0, 0, uratio=5)))
+    assert set(batch['u_label'].numpy()) == {-1, 0, 1, 2}
 
 
 def test_fixmatch_trains_with_sgd_and_writes_its_monitors(ml_data, tmp_path):

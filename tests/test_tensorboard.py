@@ -43,6 +43,33 @@ def test_collapse_tensors_counts_guesses_and_masks():
     assert summaries.collapse_tensors({'losses/xe': 1.0}, 3) == {}   # supervised: no monitors
 
 
+def test_mask_precision_and_recall_of_out_of_distribution_images(tmp_path):
+    # Two views of four unlabeled images (view-major, as RealMix masks them); images 1 and 3 are
+    # out of distribution (label -1).
+    u_label = np.array([2, -1, 0, -1])
+    mask = np.array([1., 0., 1., 1.,   0., 0., 1., 1.])
+    entries = {summaries.MASK: mask}
+    out = summaries.collapse_tensors(entries, 3, tf.constant(u_label))
+    ood = np.tile(u_label < 0, 2)
+    dropped = mask == 0
+    wanted = ((dropped & ood).mean(), dropped.mean(), ood.mean())
+    for tag, want in zip(summaries.OOD_SHARES, wanted):
+        assert float(out[tag]) == pytest.approx(want)
+    # A period of two steps: the second has no out-of-distribution image and drops one example.
+    second = summaries.ood_shares(tf.constant([1., 0., 1., 1., 1., 1., 1., 1.]),
+                                  tf.constant([0, 1, 2, 0]))
+    means = {tag: (float(out[tag]) + float(second[tag])) / 2 for tag in summaries.OOD_SHARES}
+    means['losses/xe'] = 1.0
+    with tf.summary.create_file_writer(str(tmp_path)).as_default(step=1):
+        written = summaries.write_ood(means)
+    assert means == {'losses/xe': 1.0}
+    # Ratios of the period's sums: of the 4 dropped examples (3 + 1) 2 are out of distribution,
+    # and 2 of the 4 out-of-distribution examples (of 16) are dropped.
+    assert written == pytest.approx({'share': 4 / 16, 'precision': 2 / 4, 'recall': 2 / 4})
+    # Without an out-of-distribution image in the period, nothing is written.
+    none = {tag: float(second[tag]) for tag in summaries.OOD_SHARES}
+    assert summaries.write_ood(none) is None and none == {}
+
 def test_class_share_and_entropy():
     assert summaries.guess_entropy(summaries.class_share([5, 5, 5, 5])) == pytest.approx(1)
     assert summaries.guess_entropy(summaries.class_share([9, 0, 0])) == 0
